@@ -1,0 +1,127 @@
+"""The advantage engine: a preference-group history plus a registered estimator.
+
+One call per generation batch::
+
+    engine = AdvantageEngine(estimator="pgrpo")
+    advantages = engine(rewards, prompt_index, groups, update=True)   # (N,) float64
+
+``update=True`` (training) folds the batch into the history, before normalizing
+(``update_then_normalize``, the default: no cold start after the first batch) or after
+(``normalize_then_update``: the history is strictly the past). ``update=False``
+(evaluation) reads the history and never changes it; groups never seen in training fall back
+to ``grpo``, like groups with fewer than ``min_count`` rewards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+from pgrpo.core.estimators import HISTORY_ESTIMATORS, AdvantageBatch, get_estimator
+from pgrpo.core.stats import GroupRewardTracker, Label, validate_history_options
+
+UpdateOrder = Literal["update_then_normalize", "normalize_then_update"]
+UPDATE_ORDERS: tuple[str, ...] = ("update_then_normalize", "normalize_then_update")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Every choice the paper leaves open, with our defaults (see docs/method.md).
+
+    estimator:    name in :data:`pgrpo.core.estimators.ESTIMATORS`.
+    history:      "cumulative" (the paper), "ema" or "window".
+    decay:        per-reward decay of the ema history, in (0, 1).
+    window:       rewards per group kept by the window history.
+    eps:          added to the std before dividing (1e-4, as TRL).
+    unbiased:     sample (n-1) instead of population (n) history variance.
+    min_count:    rewards of history a group needs before it is used; below, fall back to grpo.
+    update_order: "update_then_normalize" or "normalize_then_update".
+    """
+
+    estimator: str = "pgrpo"
+    history: str = "cumulative"
+    decay: float = 0.99
+    window: int = 1024
+    eps: float = 1e-4
+    unbiased: bool = False
+    min_count: int = 2
+    update_order: str = "update_then_normalize"
+
+    def __post_init__(self) -> None:
+        get_estimator(self.estimator)
+        validate_history_options(self.history, self.decay, self.window)
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps!r}.")
+        if isinstance(self.min_count, bool) or not isinstance(self.min_count, int) or self.min_count < 1:
+            raise ValueError(f"min_count must be an integer >= 1, got {self.min_count!r}.")
+        if self.update_order not in UPDATE_ORDERS:
+            raise ValueError(f"Unknown update_order {self.update_order!r}; choose one of {', '.join(UPDATE_ORDERS)}.")
+
+
+class AdvantageEngine:
+    """Stateful per-group history + pure estimator. See the module docstring."""
+
+    def __init__(self, options: EngineOptions | None = None, **overrides: Any) -> None:
+        self.options = EngineOptions(**{**asdict(options or EngineOptions()), **overrides})
+        self.estimator = get_estimator(self.options.estimator)
+        self.tracker = GroupRewardTracker(self.options.history, self.options.decay, self.options.window)
+
+    @property
+    def uses_history(self) -> bool:
+        return self.options.estimator in HISTORY_ESTIMATORS
+
+    def __call__(
+        self,
+        rewards: torch.Tensor,
+        prompt_index: torch.Tensor,
+        groups: Sequence[Label] | torch.Tensor,
+        update: bool = True,
+    ) -> torch.Tensor:
+        """Advantages of one generation batch.
+
+        Args:
+            rewards: (N,) total reward per completion, NaN where missing.
+            prompt_index: (N,) long, the prompt each completion answers.
+            groups: (N,) preference-group label of each completion's prompt.
+            update: fold this batch into the history (training) or only read it (evaluation).
+        Returns:
+            (N,) float64 advantages.
+        """
+        rewards = rewards.detach().to("cpu", torch.float64).reshape(-1)
+        prompt_index = prompt_index.to("cpu", torch.long).reshape(-1)
+        if not (len(rewards) == len(prompt_index) == len(groups)):
+            raise ValueError(
+                f"rewards ({len(rewards)}), prompt_index ({len(prompt_index)}) and groups ({len(groups)}) "
+                "must have one entry per completion."
+            )
+        group_index = self.tracker.encode(groups, add=update)
+        update_first = self.options.update_order == "update_then_normalize"
+        if update and update_first:
+            self.tracker.update(rewards, group_index)
+        advantages = self.estimate(rewards, prompt_index, group_index)
+        if update and not update_first:
+            self.tracker.update(rewards, group_index)
+        return advantages
+
+    def estimate(self, rewards: torch.Tensor, prompt_index: torch.Tensor, group_index: torch.Tensor) -> torch.Tensor:
+        """Run the estimator against the current history without changing it."""
+        mean, std, count = self.tracker.moments(group_index, self.options.unbiased)
+        batch = AdvantageBatch(rewards, prompt_index, mean, std, count >= self.options.min_count)
+        return self.estimator(batch, self.options.eps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"options": asdict(self.options), "tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the history; the estimator and history settings must match the saved ones."""
+        saved = state["options"]
+        for name in ("estimator", "history"):
+            if saved[name] != getattr(self.options, name):
+                raise ValueError(
+                    f"The saved group statistics were made with {name}={saved[name]!r} but this run uses "
+                    f"{name}={getattr(self.options, name)!r}; resume with the same {name} or start a new run."
+                )
+        self.tracker.load_state_dict(state["tracker"])

@@ -1,0 +1,312 @@
+"""Per-preference-group running reward statistics (the P-GRPO history).
+
+For every preference group p the tracker keeps, in float64 and O(1) memory per group,
+
+    n_p   number of rewards seen
+    W_p   sum of the rewards' weights        (= n_p for the cumulative history)
+    V_p   sum of the squared weights         (= n_p for the cumulative history)
+    mu_p  weighted mean
+    M2_p  weighted sum of squared deviations from mu_p
+
+and folds a whole batch of rewards in at once with the batched (Chan et al.) form of
+Welford's algorithm: with the batch's own moments (W_b, mu_b, M2_b) and delta = mu_b - mu_p,
+
+    W'  = a W_p + W_b
+    mu' = mu_p + delta * W_b / W'
+    M2' = a M2_p + M2_b + delta^2 * a W_p * W_b / W'
+
+where ``a`` discounts the old history. Three history kinds:
+
+* ``cumulative`` (the paper): every reward has weight 1 and a = 1.
+* ``ema``: reward j of the m that a group receives in a batch has weight decay^(m-1-j) and
+  a = decay^m, so the result equals feeding the rewards one at a time to an exponential
+  moving average of the mean and variance with the given decay.
+* ``window``: the last ``window`` rewards of every group, kept in a (K, window) ring buffer;
+  the moments are recomputed (two-pass) for the groups a batch touches.
+
+Every kind gives the same statistics whether rewards arrive in one batch or one at a time.
+The variance is M2/W (population) or M2/(W - V/W) (sample, with reliability weights; this is
+M2/(n-1) for the cumulative history).
+
+Group labels may be ``str`` or ``int``. Each new label gets the next index; the mapping is
+stable and is part of the state, so it survives checkpoints. The state round-trips exactly
+through JSON (``state_dict`` / ``load_state_dict``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+HistoryKind = Literal["cumulative", "ema", "window"]
+HISTORY_KINDS: tuple[str, ...] = ("cumulative", "ema", "window")
+Label = str | int
+STATE_VERSION = 1
+
+
+def validate_history_options(history: str, decay: float, window: int) -> None:
+    """Raise ``ValueError`` naming the option and the fix when a history setting is invalid."""
+    if history not in HISTORY_KINDS:
+        raise ValueError(f"Unknown history kind {history!r}; choose one of {', '.join(HISTORY_KINDS)}.")
+    if not (0.0 < decay < 1.0) or not math.isfinite(decay):
+        raise ValueError(f"history decay must lie strictly between 0 and 1, got {decay!r}; e.g. 0.99.")
+    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
+        raise ValueError(f"history window must be a positive integer number of rewards, got {window!r}.")
+
+
+def within_group_rank(group_index: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank of every element among the elements of its group, in order of appearance.
+
+    Args:
+        group_index: (M,) long, values in [0, num_groups).
+    Returns:
+        rank: (M,) long, 0 for the first element of each group, 1 for the second, ...
+        per_group_count: (num_groups,) long, how many elements each group has.
+    """
+    per_group_count = torch.bincount(group_index, minlength=num_groups)
+    order = torch.argsort(group_index, stable=True)
+    starts = torch.cumsum(per_group_count, 0) - per_group_count
+    rank = torch.empty_like(group_index)
+    rank[order] = torch.arange(group_index.numel()) - starts[group_index[order]]
+    return rank, per_group_count
+
+
+class GroupRewardTracker:
+    """Running reward moments per preference group (see module docstring for the math).
+
+    Args:
+        history: ``"cumulative"`` (default, the paper), ``"ema"`` or ``"window"``.
+        decay: per-reward decay of the ``ema`` history, in (0, 1).
+        window: number of most recent rewards per group kept by the ``window`` history.
+    """
+
+    def __init__(self, history: HistoryKind = "cumulative", decay: float = 0.99, window: int = 1024) -> None:
+        validate_history_options(history, decay, window)
+        self.history = history
+        self.decay = float(decay)
+        self.window = int(window)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.labels: list[Label] = []
+        self._index: dict[Label, int] = {}
+        empty = torch.zeros(0, dtype=torch.float64)
+        self.count, self.weight, self.weight_sq, self.mean, self.m2 = (empty.clone() for _ in range(5))
+        # window history only: ring buffer of the last `window` rewards, NaN where empty
+        self._buffer = torch.zeros(0, self.window if self.history == "window" else 0, dtype=torch.float64)
+
+    # ------------------------------------------------------------------ labels
+    @property
+    def num_groups(self) -> int:
+        return len(self.labels)
+
+    def encode(self, labels: Sequence[Label] | np.ndarray | torch.Tensor, add: bool = True) -> torch.Tensor:
+        """Map group labels to indices, vectorized (one hash pass, a Python step per *distinct* label).
+
+        Args:
+            labels: (N,) labels, each a non-empty ``str`` or an ``int``.
+            add: give unseen labels a new index (training); when False they map to -1 (evaluation).
+        Returns:
+            (N,) long tensor of group indices.
+        """
+        values = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+        codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+        if (codes < 0).any():
+            position = int(np.flatnonzero(codes < 0)[0])
+            raise ValueError(
+                f"Preference-group label at position {position} is missing (None or NaN). Every prompt "
+                "needs a group label: fill or drop those rows before training."
+            )
+        lookup = np.empty(len(uniques), dtype=np.int64)
+        for code, label in enumerate(uniques.tolist()):
+            lookup[code] = self._label_index(label, add)
+        return torch.from_numpy(lookup[codes])
+
+    def _label_index(self, label: Any, add: bool) -> int:
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (str, int, np.integer)):
+            raise TypeError(
+                f"Preference-group labels must be str or int, got {label!r} of type {type(label).__name__}; "
+                "cast the group column to str or int."
+            )
+        if isinstance(label, str) and not label.strip():
+            raise ValueError("Preference-group label is an empty string; give every prompt a non-empty group.")
+        label = int(label) if isinstance(label, np.integer) else label
+        index = self._index.get(label)
+        if index is None:
+            if not add:
+                return -1
+            index = self._index[label] = len(self.labels)
+            self.labels.append(label)
+            self._grow(len(self.labels))
+        return index
+
+    def _grow(self, num_groups: int) -> None:
+        old = self.count.numel()
+        if num_groups <= old:
+            return
+        capacity = max(num_groups, 2 * old)
+        for name in ("count", "weight", "weight_sq", "mean", "m2"):
+            grown = torch.zeros(capacity, dtype=torch.float64)
+            grown[:old] = getattr(self, name)[:old]
+            setattr(self, name, grown)
+        if self.history == "window":
+            grown = torch.full((capacity, self.window), math.nan, dtype=torch.float64)
+            grown[:old] = self._buffer[:old]
+            self._buffer = grown
+
+    # ------------------------------------------------------------------ updates
+    def update(self, rewards: torch.Tensor, group_index: torch.Tensor) -> None:
+        """Fold a batch of rewards into the history of their groups; NaN rewards are ignored.
+
+        Args:
+            rewards: (N,) rewards (any float dtype; accumulated in float64).
+            group_index: (N,) long indices from :meth:`encode`, all >= 0.
+        """
+        rewards = rewards.detach().to("cpu", torch.float64).reshape(-1)
+        group_index = group_index.detach().to("cpu", torch.long).reshape(-1)
+        if rewards.shape != group_index.shape:
+            raise ValueError(f"rewards {tuple(rewards.shape)} and group_index {tuple(group_index.shape)} differ in shape.")
+        if group_index.numel() and (group_index.min() < 0 or group_index.max() >= self.num_groups):
+            raise ValueError("group_index holds indices this tracker never issued; encode labels with add=True.")
+        valid = torch.isfinite(rewards)
+        rewards, group_index = rewards[valid], group_index[valid]
+        if rewards.numel() == 0:
+            return
+        if self.history == "window":
+            self._update_window(rewards, group_index)
+        else:
+            self._update_weighted(rewards, group_index)
+
+    def _update_weighted(self, x: torch.Tensor, g: torch.Tensor) -> None:
+        k = self.count.numel()
+        if self.history == "cumulative":
+            m = torch.bincount(g, minlength=k).to(torch.float64)
+            w = torch.ones_like(x)
+            discount = torch.ones(k, dtype=torch.float64)
+        else:
+            rank, m_long = within_group_rank(g, k)
+            m = m_long.to(torch.float64)
+            w = self.decay ** (m[g] - 1 - rank.to(torch.float64))
+            discount = self.decay**m
+        w_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w)
+        v_b = m if self.history == "cumulative" else torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * w)
+        touched = w_b > 0
+        mean_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * x) / w_b.clamp_min(1e-300)
+        m2_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * (x - mean_b[g]) ** 2)
+
+        w_old = discount * self.weight
+        w_new = w_old + w_b
+        delta = mean_b - self.mean
+        share = torch.where(touched, w_b / w_new.clamp_min(1e-300), torch.zeros_like(w_b))
+        self.mean = torch.where(touched, self.mean + delta * share, self.mean)
+        self.m2 = discount * self.m2 + m2_b + delta * delta * w_old * share
+        self.weight = w_new
+        self.weight_sq = discount * discount * self.weight_sq + v_b
+        self.count = self.count + m
+
+    def _update_window(self, x: torch.Tensor, g: torch.Tensor) -> None:
+        k, size = self._buffer.shape
+        rank, m = within_group_rank(g, k)
+        keep = rank >= (m[g] - size)  # only the last `size` rewards of a group can survive
+        slot = (self.count.long()[g] + rank) % size
+        self._buffer[g[keep], slot[keep]] = x[keep]
+        self.count = self.count + m.to(torch.float64)
+        touched = torch.unique(g)
+        rows = self._buffer[touched]
+        filled = ~torch.isnan(rows)
+        n = filled.sum(1).to(torch.float64)
+        mean = torch.where(filled, rows, 0.0).sum(1) / n
+        m2 = torch.where(filled, (rows - mean[:, None]) ** 2, 0.0).sum(1)
+        self.mean[touched], self.m2[touched] = mean, m2
+        self.weight[touched], self.weight_sq[touched] = n, n
+
+    # ------------------------------------------------------------------ queries
+    def moments(self, group_index: torch.Tensor, unbiased: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """History mean, std and reward count of each element's group.
+
+        Args:
+            group_index: (N,) long; -1 marks a label this tracker has never seen.
+            unbiased: sample (reliability-weighted) instead of population variance.
+        Returns:
+            mean, std, count: (N,) float64 each; an unseen group has count 0, mean 0 and std 0.
+        """
+        group_index = group_index.to("cpu", torch.long)
+        known = group_index >= 0
+        safe = group_index.clamp_min(0)
+        mean, std, count = (t[safe] if self.num_groups else torch.zeros(len(safe), dtype=torch.float64)
+                            for t in (self.mean, self.std(unbiased), self.count))
+        zero = torch.zeros((), dtype=torch.float64)
+        return torch.where(known, mean, zero), torch.where(known, std, zero), torch.where(known, count, zero)
+
+    def std(self, unbiased: bool = False) -> torch.Tensor:
+        """(K,) history standard deviation of every group; 0 where it is undefined."""
+        weight, m2 = self.weight[: self.num_groups], self.m2[: self.num_groups]
+        denominator = weight - self.weight_sq[: self.num_groups] / weight.clamp_min(1e-300) if unbiased else weight
+        variance = torch.where(denominator > 0, m2 / denominator.clamp_min(1e-300), torch.zeros_like(m2))
+        return variance.clamp_min(0).sqrt()
+
+    def summary(self, unbiased: bool = False) -> dict[Label, dict[str, float]]:
+        """Per-group {count, mean, std}: the history as a plain dict (for logging and reports)."""
+        std = self.std(unbiased).tolist()
+        return {
+            label: {"count": self.count[i].item(), "mean": self.mean[i].item(), "std": std[i]}
+            for i, label in enumerate(self.labels)
+        }
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot; ``load_state_dict`` restores it bit for bit."""
+        k = self.num_groups
+        state: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "history": self.history,
+            "decay": self.decay,
+            "window": self.window,
+            "labels": list(self.labels),
+        }
+        for name in ("count", "weight", "weight_sq", "mean", "m2"):
+            state[name] = getattr(self, name)[:k].tolist()
+        if self.history == "window":
+            state["window_values"] = [self._chronological(i) for i in range(k)]
+        return state
+
+    def _chronological(self, group: int) -> list[float]:
+        """The window's rewards of one group, oldest first."""
+        seen = int(self.count[group].item())
+        order = [(seen + j) % self.window for j in range(self.window)] if seen >= self.window else range(seen)
+        return [self._buffer[group, j].item() for j in order]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot from :meth:`state_dict`; the history settings must match this tracker's."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"Unsupported group-statistics state version {state.get('version')!r} (expected {STATE_VERSION}).")
+        relevant = {"history": True, "decay": self.history == "ema", "window": self.history == "window"}
+        for option, matters in relevant.items():
+            if matters and state[option] != getattr(self, option):
+                raise ValueError(
+                    f"Group statistics were saved with {option}={state[option]!r} but this run uses "
+                    f"{option}={getattr(self, option)!r}; resume with the same setting or start a new run."
+                )
+        labels = state["labels"]
+        if len(set(labels)) != len(labels) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in labels):
+            raise ValueError("Group-statistics state has duplicate or non str/int labels; the file is corrupt.")
+        self._reset()
+        self.labels = list(labels)
+        self._index = {label: i for i, label in enumerate(labels)}
+        self._grow(len(labels))
+        for name in ("count", "weight", "weight_sq", "mean", "m2"):
+            values = torch.tensor(state[name], dtype=torch.float64)
+            if values.numel() != len(labels):
+                raise ValueError(f"Group-statistics state field {name!r} has {values.numel()} values for {len(labels)} groups.")
+            getattr(self, name)[: len(labels)] = values
+        if self.history == "window":
+            for i, values in enumerate(state["window_values"]):
+                seen = int(self.count[i].item())
+                start = seen - len(values)
+                for j, value in enumerate(values):
+                    self._buffer[i, (start + j) % self.window] = value

@@ -1,0 +1,5 @@
+"""Preference-grouped tasks: ``personas``, ``movielens``, ``reviews`` and user-supplied ones."""
+
+from pgrpo.tasks.base import TASKS, GroupInfo, Task, build_task, completion_text, register_task, task_from_dataset
+
+__all__ = ["TASKS", "GroupInfo", "Task", "build_task", "completion_text", "register_task", "task_from_dataset"]

@@ -1,0 +1,134 @@
+"""The task interface: a preference-grouped dataset plus a TRL reward function.
+
+A :class:`Task` is everything a P-GRPO run needs besides the policy: train and held-out
+``datasets.Dataset``s with a ``prompt`` column (plain text) and a preference-group column, a
+reward function with TRL's signature that reads the group (and any other column it needs)
+from its keyword arguments, group metadata, and text for building and warm-starting a tiny
+policy. Tasks are registered by name and built deterministically from a seed::
+
+    task = build_task("personas", seed=0)
+
+Bring your own with :func:`task_from_dataset`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import Dataset
+
+RewardFunction = Callable[..., list[float | None]]
+TaskBuilder = Callable[..., "Task"]
+TASKS: dict[str, TaskBuilder] = {}
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One preference group of a task: its label, train-set size and share of the train set."""
+
+    name: str | int
+    size: int
+    share: float
+
+
+@dataclass
+class Task:
+    """A preference-grouped RL task (see the module docstring).
+
+    name:          registry name.
+    description:   one paragraph for reports and ``--help``.
+    train_dataset: rows with ``prompt`` (str) and ``group_column``; extra columns reach the reward.
+    eval_dataset:  held-out rows, same columns.
+    reward_fn:     TRL reward callable ``f(prompts, completions, **columns) -> list[float | None]``.
+    group_column:  name of the preference-group column.
+    sft_dataset:   ``prompt``/``completion`` pairs of on-preference text for a warm start (may be None).
+    reward_range:  (low, high) bounds every reward lies in.
+    config:        the arguments the task was built with (for run directories and caching).
+    """
+
+    name: str
+    description: str
+    train_dataset: Dataset
+    eval_dataset: Dataset
+    reward_fn: RewardFunction
+    group_column: str = "group"
+    sft_dataset: Dataset | None = None
+    reward_range: tuple[float, float] = (0.0, 1.0)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> list[GroupInfo]:
+        """Train-set groups, largest first."""
+        counts = Counter(self.train_dataset[self.group_column])
+        total = sum(counts.values())
+        return [GroupInfo(name, size, size / total) for name, size in counts.most_common()]
+
+    def corpus(self) -> list[str]:
+        """All task text (prompts and warm-start completions), for building a tokenizer."""
+        texts = list(self.train_dataset["prompt"]) + list(self.eval_dataset["prompt"])
+        if self.sft_dataset is not None:
+            texts += [p + c for p, c in zip(self.sft_dataset["prompt"], self.sft_dataset["completion"], strict=True)]
+        return texts
+
+
+def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
+    """Register a task builder ``fn(seed: int = 0, **options) -> Task`` under ``name``."""
+
+    def decorate(builder: TaskBuilder) -> TaskBuilder:
+        if name in TASKS:
+            raise ValueError(f"A task named {name!r} is already registered.")
+        TASKS[name] = builder
+        return builder
+
+    return decorate
+
+
+def build_task(name: str, seed: int = 0, **options: Any) -> Task:
+    """Build the registered task ``name`` deterministically from ``seed``."""
+    import pgrpo.tasks  # noqa: F401  (registers the built-in tasks)
+
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}.")
+    return TASKS[name](seed=seed, **options)
+
+
+def completion_text(completion: str | list[dict[str, str]]) -> str:
+    """The text of a TRL completion, plain (``str``) or conversational (``[{"role", "content"}]``)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(message.get("content", "") for message in completion)
+
+
+def task_from_dataset(
+    train_dataset: Dataset,
+    reward_fn: RewardFunction,
+    group_column: str = "group",
+    eval_dataset: Dataset | None = None,
+    name: str = "custom",
+    description: str = "A user-supplied task.",
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+    reward_range: tuple[float, float] = (0.0, 1.0),
+) -> Task:
+    """Turn any dataset with a ``prompt`` and a group column plus any reward callable into a Task.
+
+    Without ``eval_dataset``, a seeded ``eval_fraction`` of the rows is held out, stratified
+    by group where every group has at least two rows.
+    """
+    missing = [column for column in ("prompt", group_column) if column not in train_dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"Dataset lacks column(s) {missing}; it has {train_dataset.column_names}. "
+            "A task needs a 'prompt' column and the preference-group column named by group_column."
+        )
+    if eval_dataset is None:
+        counts = Counter(train_dataset[group_column])
+        stratify = group_column if min(counts.values()) >= 2 and len(counts) > 1 else None
+        if stratify is not None and train_dataset.features[group_column].dtype not in ("int64", "int32"):
+            train_dataset = train_dataset.class_encode_column(group_column)
+        split = train_dataset.train_test_split(test_size=eval_fraction, seed=seed, stratify_by_column=stratify)
+        train_dataset, eval_dataset = split["train"], split["test"]
+    return Task(name, description, train_dataset, eval_dataset, reward_fn, group_column, reward_range=reward_range)
