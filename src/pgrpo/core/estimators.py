@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pgrpo.core.stats import segment_moments
+
 Estimator = Callable[["AdvantageBatch", float], torch.Tensor]
 ESTIMATORS: dict[str, Estimator] = {}
 HISTORY_ESTIMATORS: set[str] = set()
@@ -81,7 +83,9 @@ def get_estimator(name: str) -> Estimator:
     return ESTIMATORS[name]
 
 
-def prompt_moments(rewards: torch.Tensor, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def prompt_moments(
+    rewards: torch.Tensor, prompt_index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-prompt mean, sample std (n-1) and valid count, broadcast back to every completion.
 
     Args:
@@ -90,14 +94,8 @@ def prompt_moments(rewards: torch.Tensor, prompt_index: torch.Tensor) -> tuple[t
     Returns:
         mean, std, count: (N,) each; std is 0 for prompts with fewer than two valid rewards.
     """
-    valid = torch.isfinite(rewards)
-    x = torch.where(valid, rewards, torch.zeros_like(rewards))
     num_prompts = int(prompt_index.max()) + 1 if prompt_index.numel() else 0
-    count = torch.zeros(num_prompts, dtype=rewards.dtype).index_add_(0, prompt_index, valid.to(rewards.dtype))
-    mean = torch.zeros(num_prompts, dtype=rewards.dtype).index_add_(0, prompt_index, x) / count.clamp_min(1)
-    deviation = torch.where(valid, x - mean[prompt_index], torch.zeros_like(x))
-    m2 = torch.zeros(num_prompts, dtype=rewards.dtype).index_add_(0, prompt_index, deviation**2)
-    std = torch.where(count > 1, m2 / (count - 1).clamp_min(1), torch.zeros_like(m2)).sqrt()
+    mean, std, count = segment_moments(rewards, prompt_index, num_prompts, unbiased=True)
     return mean[prompt_index], std[prompt_index], count[prompt_index]
 
 

@@ -76,6 +76,29 @@ def within_group_rank(group_index: torch.Tensor, num_groups: int) -> tuple[torch
     return rank, per_group_count
 
 
+def segment_moments(
+    values: torch.Tensor, index: torch.Tensor, num_segments: int, unbiased: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, std and count of the finite values of every segment (two-pass, no Python loop).
+
+    Args:
+        values: (N,) float, NaN/inf entries are ignored.
+        index: (N,) long segment of each value, in [0, num_segments).
+        unbiased: divide by n-1 instead of n.
+    Returns:
+        mean, std, count: (num_segments,) each, in values' dtype; 0 where a segment has too few values.
+    """
+    valid = torch.isfinite(values)
+    x = torch.where(valid, values, torch.zeros_like(values))
+    count = torch.zeros(num_segments, dtype=values.dtype).index_add_(0, index, valid.to(values.dtype))
+    mean = torch.zeros(num_segments, dtype=values.dtype).index_add_(0, index, x) / count.clamp_min(1)
+    deviation = torch.where(valid, x - mean[index], torch.zeros_like(x))
+    m2 = torch.zeros(num_segments, dtype=values.dtype).index_add_(0, index, deviation**2)
+    dof = count - 1 if unbiased else count
+    std = torch.where(dof > 0, m2 / dof.clamp_min(1), torch.zeros_like(m2)).sqrt()
+    return mean, std, count
+
+
 class GroupRewardTracker:
     """Running reward moments per preference group (see module docstring for the math).
 
@@ -84,6 +107,8 @@ class GroupRewardTracker:
         decay: per-reward decay of the ``ema`` history, in (0, 1).
         window: number of most recent rewards per group kept by the ``window`` history.
     """
+
+    _MOMENTS = ("count", "weight", "weight_sq", "mean", "m2")
 
     def __init__(self, history: HistoryKind = "cumulative", decay: float = 0.99, window: int = 1024) -> None:
         validate_history_options(history, decay, window)
@@ -150,7 +175,7 @@ class GroupRewardTracker:
         if num_groups <= old:
             return
         capacity = max(num_groups, 2 * old)
-        for name in ("count", "weight", "weight_sq", "mean", "m2"):
+        for name in self._MOMENTS:
             grown = torch.zeros(capacity, dtype=torch.float64)
             grown[:old] = getattr(self, name)[:old]
             setattr(self, name, grown)
@@ -170,7 +195,9 @@ class GroupRewardTracker:
         rewards = rewards.detach().to("cpu", torch.float64).reshape(-1)
         group_index = group_index.detach().to("cpu", torch.long).reshape(-1)
         if rewards.shape != group_index.shape:
-            raise ValueError(f"rewards {tuple(rewards.shape)} and group_index {tuple(group_index.shape)} differ in shape.")
+            raise ValueError(
+                f"rewards {tuple(rewards.shape)} and group_index {tuple(group_index.shape)} differ in shape."
+            )
         if group_index.numel() and (group_index.min() < 0 or group_index.max() >= self.num_groups):
             raise ValueError("group_index holds indices this tracker never issued; encode labels with add=True.")
         valid = torch.isfinite(rewards)
@@ -226,7 +253,9 @@ class GroupRewardTracker:
         self.weight[touched], self.weight_sq[touched] = n, n
 
     # ------------------------------------------------------------------ queries
-    def moments(self, group_index: torch.Tensor, unbiased: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def moments(
+        self, group_index: torch.Tensor, unbiased: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """History mean, std and reward count of each element's group.
 
         Args:
@@ -238,8 +267,10 @@ class GroupRewardTracker:
         group_index = group_index.to("cpu", torch.long)
         known = group_index >= 0
         safe = group_index.clamp_min(0)
-        mean, std, count = (t[safe] if self.num_groups else torch.zeros(len(safe), dtype=torch.float64)
-                            for t in (self.mean, self.std(unbiased), self.count))
+        mean, std, count = (
+            t[safe] if self.num_groups else torch.zeros(len(safe), dtype=torch.float64)
+            for t in (self.mean, self.std(unbiased), self.count)
+        )
         zero = torch.zeros((), dtype=torch.float64)
         return torch.where(known, mean, zero), torch.where(known, std, zero), torch.where(known, count, zero)
 
@@ -269,7 +300,7 @@ class GroupRewardTracker:
             "window": self.window,
             "labels": list(self.labels),
         }
-        for name in ("count", "weight", "weight_sq", "mean", "m2"):
+        for name in self._MOMENTS:
             state[name] = getattr(self, name)[:k].tolist()
         if self.history == "window":
             state["window_values"] = [self._chronological(i) for i in range(k)]
@@ -284,7 +315,9 @@ class GroupRewardTracker:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict`; the history settings must match this tracker's."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"Unsupported group-statistics state version {state.get('version')!r} (expected {STATE_VERSION}).")
+            raise ValueError(
+                f"Unsupported group-statistics state version {state.get('version')!r} (expected {STATE_VERSION})."
+            )
         relevant = {"history": True, "decay": self.history == "ema", "window": self.history == "window"}
         for option, matters in relevant.items():
             if matters and state[option] != getattr(self, option):
@@ -293,20 +326,24 @@ class GroupRewardTracker:
                     f"{option}={getattr(self, option)!r}; resume with the same setting or start a new run."
                 )
         labels = state["labels"]
-        if len(set(labels)) != len(labels) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in labels):
+        if len(set(labels)) != len(labels) or not all(
+            isinstance(x, (str, int)) and not isinstance(x, bool) for x in labels
+        ):
             raise ValueError("Group-statistics state has duplicate or non str/int labels; the file is corrupt.")
+        fields = {name: torch.tensor(state[name], dtype=torch.float64) for name in self._MOMENTS}
+        for name, values in fields.items():
+            if values.shape != (len(labels),):
+                raise ValueError(
+                    f"Group-statistics state field {name!r} has {values.numel()} values for {len(labels)} groups."
+                )
         self._reset()
         self.labels = list(labels)
         self._index = {label: i for i, label in enumerate(labels)}
         self._grow(len(labels))
-        for name in ("count", "weight", "weight_sq", "mean", "m2"):
-            values = torch.tensor(state[name], dtype=torch.float64)
-            if values.numel() != len(labels):
-                raise ValueError(f"Group-statistics state field {name!r} has {values.numel()} values for {len(labels)} groups.")
+        for name, values in fields.items():
             getattr(self, name)[: len(labels)] = values
         if self.history == "window":
             for i, values in enumerate(state["window_values"]):
-                seen = int(self.count[i].item())
-                start = seen - len(values)
+                start = int(self.count[i].item()) - len(values)
                 for j, value in enumerate(values):
                     self._buffer[i, (start + j) % self.window] = value

@@ -1,0 +1,87 @@
+"""``PGRPOConfig``: TRL's ``GRPOConfig`` plus the P-GRPO options, validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from pgrpo.core import ESTIMATORS, HISTORY_KINDS, UPDATE_ORDERS, EngineOptions
+
+
+@dataclass
+class PGRPOConfig(GRPOConfig):
+    """Configuration for :class:`~pgrpo.trainer.PGRPOTrainer`.
+
+    Every ``GRPOConfig`` field keeps its meaning, except that advantages come from
+    ``estimator`` instead of ``scale_rewards`` (``grpo`` = ``scale_rewards="group"``,
+    ``batch_std`` = ``"batch"``, ``dr_grpo`` = ``"none"``), so ``scale_rewards`` must stay at
+    its default. The P-GRPO fields map one-to-one onto :class:`pgrpo.core.EngineOptions`.
+    """
+
+    group_column: str = field(
+        default="group",
+        metadata={"help": "Dataset column holding each prompt's preference-group label (str or int)."},
+    )
+    estimator: str = field(
+        default="pgrpo",
+        metadata={"help": f"Advantage estimator: one of {', '.join(sorted(ESTIMATORS))}."},
+    )
+    history: str = field(
+        default="cumulative",
+        metadata={"help": f"Per-group reward history: one of {', '.join(HISTORY_KINDS)} (cumulative = the paper)."},
+    )
+    history_decay: float = field(default=0.99, metadata={"help": "Per-reward decay of the 'ema' history, in (0, 1)."})
+    history_window: int = field(
+        default=1024, metadata={"help": "Number of most recent rewards per group kept by the 'window' history."}
+    )
+    advantage_eps: float = field(
+        default=1e-4, metadata={"help": "Added to the standard deviation before dividing (TRL uses 1e-4)."}
+    )
+    unbiased_history_std: bool = field(
+        default=False, metadata={"help": "Use the sample (n-1) instead of the population (n) history variance."}
+    )
+    min_history_count: int = field(
+        default=2,
+        metadata={"help": "Rewards of history a group needs before P-GRPO uses it; below, fall back to GRPO."},
+    )
+    update_order: str = field(
+        default="update_then_normalize",
+        metadata={"help": f"When the batch enters the history: one of {', '.join(UPDATE_ORDERS)}."},
+    )
+    max_logged_groups: int = field(
+        default=32,
+        metadata={"help": "Log per-group metrics while a run has at most this many groups (0 disables them)."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale_rewards != "group":
+            raise ValueError(
+                f"PGRPOConfig takes advantages from `estimator`, not `scale_rewards` (got {self.scale_rewards!r}); "
+                "leave scale_rewards at its default and set estimator='batch_std' (for 'batch') or "
+                "estimator='dr_grpo' (for 'none')."
+            )
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "PGRPOTrainer normalizes the weighted sum of the reward functions; "
+                "multi_objective_aggregation must be 'sum_then_normalize'."
+            )
+        if not self.group_column:
+            raise ValueError("group_column must name the dataset column with the preference-group labels.")
+        if self.max_logged_groups < 0:
+            raise ValueError(f"max_logged_groups must be >= 0, got {self.max_logged_groups}.")
+        self.engine_options()  # validates every engine option with a clear error
+
+    def engine_options(self) -> EngineOptions:
+        """The advantage-engine options this config describes."""
+        return EngineOptions(
+            estimator=self.estimator,
+            history=self.history,
+            decay=self.history_decay,
+            window=self.history_window,
+            eps=self.advantage_eps,
+            unbiased=self.unbiased_history_std,
+            min_count=self.min_history_count,
+            update_order=self.update_order,
+        )

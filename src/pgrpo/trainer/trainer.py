@@ -1,0 +1,193 @@
+"""``PGRPOTrainer``: TRL's ``GRPOTrainer`` with preference-group advantages.
+
+TRL computes advantages inline in ``_generate_and_score_completions``. We wrap, never copy:
+
+1. ``_calculate_rewards`` (called inside it) returns the rewards gathered from all processes;
+   we keep them and gather the matching group labels with ``gather_object`` (same order).
+2. ``_generate_and_score_completions`` runs TRL's method, recomputes the advantages of the
+   whole global batch with the :class:`~pgrpo.core.AdvantageEngine` (updating the history
+   once per generation batch, in training only, identically on every process), slices this
+   process's part, and replaces ``out["advantages"]`` and TRL's logged advantages.
+3. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` save and restore the history
+   with every checkpoint (``pgrpo_group_stats.json``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import trl
+from accelerate.utils import gather_object
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOTrainer
+
+from pgrpo.core import AdvantageEngine, GroupRewardTracker, segment_moments
+from pgrpo.trainer.config import PGRPOConfig
+
+SUPPORTED_TRL = SpecifierSet(">=1.16,<1.17")
+STATS_FILE = "pgrpo_group_stats.json"
+# The private GRPOTrainer methods we override, with the parameters we rely on.
+OVERRIDDEN_TRL_METHODS: dict[str, tuple[str, ...]] = {
+    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
+    "_generate_and_score_completions": ("self", "inputs"),
+    "_save_checkpoint": ("self", "model", "trial"),
+    "_load_optimizer_and_scheduler": ("self", "checkpoint"),
+}
+
+
+def check_trl_version(version: str) -> None:
+    """Raise ``ImportError`` unless ``version`` is a TRL release whose private methods we support."""
+    if Version(version) not in SUPPORTED_TRL:
+        raise ImportError(
+            f"pgrpo overrides private GRPOTrainer methods of trl{SUPPORTED_TRL}, but trl {version} is installed; "
+            f"install a supported release: pip install 'trl{SUPPORTED_TRL}'."
+        )
+
+
+check_trl_version(trl.__version__)
+
+
+def check_group_column(dataset: Any, group_column: str, name: str) -> None:
+    """Clear errors for a dataset without the group column or with missing/empty/bad labels."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:  # an IterableDataset without known features: checked per batch instead
+        return
+    if group_column not in columns:
+        close = difflib.get_close_matches(group_column, columns, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"{name} has no preference-group column {group_column!r}; its columns are {columns}.{hint} "
+            "Set PGRPOConfig(group_column=...) to the column that holds each prompt's group label."
+        )
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        try:
+            GroupRewardTracker().encode(dataset[group_column])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name} column {group_column!r}: {error}") from error
+
+
+class PGRPOTrainer(GRPOTrainer):
+    """Drop-in ``GRPOTrainer`` whose advantages come from a preference-group history.
+
+    Takes exactly ``GRPOTrainer``'s arguments, with ``args`` a :class:`PGRPOConfig`.
+    ``self.advantage_engine`` holds the per-group statistics.
+    """
+
+    def __init__(self, model: Any, reward_funcs: Any = None, args: PGRPOConfig | None = None, **kwargs: Any) -> None:
+        if not isinstance(args, PGRPOConfig):
+            raise TypeError(f"PGRPOTrainer needs args=PGRPOConfig(...), got {type(args).__name__}.")
+        for name in ("train_dataset", "eval_dataset"):
+            datasets = kwargs.get(name)
+            named = datasets.items() if isinstance(datasets, dict) else [(name, datasets)]
+            for label, dataset in named:
+                if dataset is not None:
+                    check_group_column(dataset, args.group_column, label)
+        super().__init__(model, reward_funcs, args, **kwargs)
+        self.advantage_engine = AdvantageEngine(args.engine_options())
+        self._gathered_rewards = torch.empty(0, len(self.reward_funcs))
+        self._gathered_groups: list[Any] = []
+
+    # --------------------------------------------------------------- advantages
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        column = self.args.group_column
+        if inputs and column not in inputs[0]:
+            raise ValueError(
+                f"Batch rows have no preference-group column {column!r} (they have {sorted(inputs[0])}); keep "
+                "remove_unused_columns=False and give every row a group label."
+            )
+        self._gathered_rewards = rewards_per_func
+        self._gathered_groups = gather_object([row[column] for row in inputs])
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        rewards_per_func = self._gathered_rewards
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # unscorable rows, as TRL does
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        prompt_index = torch.arange(len(rewards)) // num_generations
+        groups = self._gathered_groups
+        advantages = self.advantage_engine(rewards, prompt_index, groups, update=mode == "train")
+
+        local = output["advantages"]
+        start = self.accelerator.process_index * len(local)
+        output["advantages"] = advantages[start : start + len(local)].to(local.device, local.dtype)
+        logged = self._logs["advantages"]
+        for _ in range(min(len(advantages), len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())
+        self._log_group_metrics(mode, rewards.double().cpu(), advantages, groups)
+        return output
+
+    def _log_group_metrics(
+        self, mode: str, rewards: torch.Tensor, advantages: torch.Tensor, groups: Sequence[Any]
+    ) -> None:
+        """Per-group reward, advantage and history statistics of this batch, plus the worst group's reward."""
+        tracker = self.advantage_engine.tracker
+        group_index = tracker.encode(groups, add=False)
+        present, batch_index = torch.unique(group_index, return_inverse=True)
+        num_present = len(present)
+        reward_mean, reward_std, _ = segment_moments(rewards, batch_index, num_present)
+        advantage_mean, advantage_std, _ = segment_moments(advantages, batch_index, num_present)
+        metrics = self._metrics[mode]
+        metrics["group/worst_reward_mean"].append(reward_mean.min().item())
+        metrics["group/num_groups"].append(float(tracker.num_groups))
+        if tracker.num_groups > self.args.max_logged_groups:
+            return
+        history_std = tracker.std(self.args.unbiased_history_std)
+        for i, index in enumerate(present.tolist()):
+            label = tracker.labels[index] if index >= 0 else "unseen"
+            prefix = f"group/{label}"
+            metrics[f"{prefix}/reward_mean"].append(reward_mean[i].item())
+            metrics[f"{prefix}/reward_std"].append(reward_std[i].item())
+            metrics[f"{prefix}/advantage_mean"].append(advantage_mean[i].item())
+            metrics[f"{prefix}/advantage_std"].append(advantage_std[i].item())
+            if index >= 0:
+                metrics[f"{prefix}/history_mean"].append(tracker.mean[index].item())
+                metrics[f"{prefix}/history_std"].append(history_std[index].item())
+                metrics[f"{prefix}/history_count"].append(tracker.count[index].item())
+
+    # --------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model, trial):
+        # Written before TRL's files, so that a checkpoint with a trainer_state.json always has its statistics.
+        if self.args.should_save:
+            checkpoint = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            save_group_stats(self.advantage_engine, checkpoint / STATS_FILE)
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            load_group_stats(self.advantage_engine, Path(checkpoint) / STATS_FILE)
+
+
+def save_group_stats(engine: AdvantageEngine, path: Path) -> None:
+    """Write the engine state as JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(engine.state_dict()))
+    os.replace(temporary, path)
+
+
+def load_group_stats(engine: AdvantageEngine, path: Path) -> None:
+    """Restore the engine state from ``path``; a missing or corrupt file is an error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Checkpoint {path.parent} has no P-GRPO group statistics ({path.name}); resuming without them would "
+            "silently restart the reward history. Resume from a checkpoint written by PGRPOTrainer."
+        )
+    try:
+        state = json.loads(path.read_text())
+        engine.load_state_dict(state)
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"P-GRPO group statistics file {path} is corrupt or truncated ({error!r}).") from error

@@ -1,0 +1,77 @@
+"""Direct NumPy float64 references for the engine (slow, obvious, loop-based)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def history_reference(
+    rewards: np.ndarray, groups: list, history: str, decay: float = 0.99, window: int = 1024, unbiased: bool = False
+) -> dict:
+    """Per-group (count, mean, std) from every finite reward seen, by the definition of each history."""
+    out = {}
+    for label in dict.fromkeys(groups):
+        x = np.array(
+            [r for r, g in zip(rewards, groups, strict=True) if g == label and np.isfinite(r)], dtype=np.float64
+        )
+        count = len(x)
+        if history == "window":
+            x = x[-window:]
+        w = decay ** np.arange(len(x) - 1, -1, -1, dtype=np.float64) if history == "ema" else np.ones(len(x))
+        if len(x) == 0:
+            out[label] = (count, 0.0, 0.0)
+            continue
+        mean = np.sum(w * x) / np.sum(w)
+        m2 = np.sum(w * (x - mean) ** 2)
+        denominator = np.sum(w) - np.sum(w * w) / np.sum(w) if unbiased else np.sum(w)
+        std = np.sqrt(m2 / denominator) if denominator > 0 else 0.0
+        out[label] = (count, mean, std)
+    return out
+
+
+def prompt_stats(rewards: np.ndarray, prompt_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean, std, count = np.zeros(len(rewards)), np.zeros(len(rewards)), np.zeros(len(rewards))
+    for p in np.unique(prompt_index):
+        rows = prompt_index == p
+        x = rewards[rows][np.isfinite(rewards[rows])]
+        mean[rows] = x.mean() if len(x) else 0.0
+        std[rows] = x.std(ddof=1) if len(x) > 1 else 0.0
+        count[rows] = len(x)
+    return mean, std, count
+
+
+def advantage_reference(
+    name: str,
+    rewards: np.ndarray,
+    prompt_index: np.ndarray,
+    history_mean: np.ndarray,
+    history_std: np.ndarray,
+    ready: np.ndarray,
+    eps: float,
+) -> np.ndarray:
+    """Every estimator written out directly from its formula."""
+    mean, std, _count = prompt_stats(rewards, prompt_index)
+    grpo = (rewards - mean) / (std + eps)
+    if name == "grpo":
+        out = grpo
+    elif name == "dr_grpo":
+        out = rewards - mean
+    elif name == "batch_std":
+        finite = rewards[np.isfinite(rewards)]
+        out = (rewards - mean) / ((finite.std(ddof=1) if len(finite) > 1 else 0.0) + eps)
+    elif name == "rloo":
+        out = np.zeros(len(rewards))
+        for i in range(len(rewards)):
+            others = [
+                rewards[j]
+                for j in range(len(rewards))
+                if j != i and prompt_index[j] == prompt_index[i] and np.isfinite(rewards[j])
+            ]
+            out[i] = rewards[i] - np.mean(others) if others else 0.0
+    elif name == "pgrpo":
+        out = np.where(ready, (rewards - history_mean) / (history_std + eps), grpo)
+    elif name == "pgrpo_scale":
+        out = np.where(ready, (rewards - mean) / (history_std + eps), grpo)
+    else:
+        raise KeyError(name)
+    return np.where(np.isfinite(rewards), out, 0.0)

@@ -1,0 +1,165 @@
+"""GroupRewardTracker against direct NumPy float64 references."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgrpo.core import GroupRewardTracker, segment_moments
+from tests.core.reference import history_reference
+
+HISTORIES = [("cumulative", {}), ("ema", {"decay": 0.9}), ("window", {"window": 5})]
+
+
+@st.composite
+def reward_stream(draw, max_groups: int = 6, max_len: int = 60):
+    """Random labels (str and int mixed), rewards with NaNs, offsets, split into random batches."""
+    n = draw(st.integers(1, max_len))
+    pool = draw(
+        st.lists(
+            st.one_of(st.integers(-3, 3), st.sampled_from(["a", "b", "persona x"])),
+            min_size=1,
+            max_size=max_groups,
+            unique=True,
+        )
+    )
+    groups = draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n))
+    offset = draw(st.sampled_from([0.0, 1e6, -1e3]))
+    rewards = draw(st.lists(st.one_of(st.floats(-10, 10), st.just(math.nan)), min_size=n, max_size=n))
+    cuts = sorted(set(draw(st.lists(st.integers(0, n), max_size=5))) | {0, n})
+    return np.array(rewards) + offset, groups, cuts
+
+
+def feed(tracker: GroupRewardTracker, rewards: np.ndarray, groups: list, cuts: list[int]) -> None:
+    for start, stop in itertools.pairwise(cuts):
+        if stop > start:
+            index = tracker.encode(groups[start:stop])
+            tracker.update(torch.tensor(rewards[start:stop]), index)
+
+
+@pytest.mark.parametrize(("history", "options"), HISTORIES)
+@pytest.mark.parametrize("unbiased", [False, True])
+@settings(max_examples=60, deadline=None)
+@given(stream=reward_stream())
+def test_tracker_matches_numpy_reference(history: str, options: dict, unbiased: bool, stream) -> None:
+    rewards, groups, cuts = stream
+    tracker = GroupRewardTracker(history, **options)
+    feed(tracker, rewards, groups, cuts)
+    reference = history_reference(rewards, groups, history, unbiased=unbiased, **options)
+    summary = tracker.summary(unbiased)
+    assert list(summary) == list(reference)  # labels indexed in order of first appearance
+    for label, (count, mean, std) in reference.items():
+        scale = max(1.0, abs(mean))
+        assert summary[label]["count"] == count
+        assert summary[label]["mean"] == pytest.approx(mean, rel=1e-9, abs=1e-9 * scale)
+        assert summary[label]["std"] == pytest.approx(std, rel=1e-6, abs=1e-6 * scale)
+
+
+@pytest.mark.parametrize(("history", "options"), HISTORIES)
+@settings(max_examples=40, deadline=None)
+@given(stream=reward_stream())
+def test_batched_update_equals_sequential_welford(history: str, options: dict, stream) -> None:
+    rewards, groups, _ = stream
+    batched, sequential = GroupRewardTracker(history, **options), GroupRewardTracker(history, **options)
+    feed(batched, rewards, groups, [0, len(rewards)])
+    feed(sequential, rewards, groups, list(range(len(rewards) + 1)))
+    for name in ("count", "weight", "weight_sq", "mean", "m2"):
+        torch.testing.assert_close(getattr(batched, name), getattr(sequential, name), rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize(("history", "options"), HISTORIES)
+@settings(max_examples=30, deadline=None)
+@given(stream=reward_stream())
+def test_state_round_trips_exactly_through_json(history: str, options: dict, stream) -> None:
+    rewards, groups, cuts = stream
+    tracker = GroupRewardTracker(history, **options)
+    feed(tracker, rewards, groups, cuts)
+    restored = GroupRewardTracker(history, **options)
+    restored.load_state_dict(json.loads(json.dumps(tracker.state_dict())))
+    assert restored.state_dict() == tracker.state_dict()
+    assert restored.labels == tracker.labels and [type(x) for x in restored.labels] == [type(x) for x in tracker.labels]
+    # the restored history keeps evolving exactly like the original
+    more = torch.linspace(-1, 1, len(groups), dtype=torch.float64)
+    for t in (tracker, restored):
+        t.update(more, t.encode(groups))
+    assert restored.state_dict() == tracker.state_dict()
+
+
+def test_large_offsets_and_ten_million_rewards_stay_accurate() -> None:
+    generator = np.random.default_rng(0)
+    n, k = 10_000_000, 10
+    groups = generator.integers(0, k, n)
+    rewards = 1e6 + generator.normal(0, 1, n) * (1 + groups)
+    tracker = GroupRewardTracker()
+    index = tracker.encode(torch.from_numpy(groups))
+    for chunk in np.array_split(np.arange(n), 4):
+        tracker.update(torch.from_numpy(rewards[chunk]), index[chunk])
+    summary = tracker.summary()
+    for label in range(k):
+        x = rewards[groups == label]
+        assert summary[label]["count"] == len(x)
+        assert summary[label]["mean"] == pytest.approx(x.mean(), rel=1e-13)
+        assert summary[label]["std"] == pytest.approx(x.std(), rel=1e-9)
+
+
+def test_labels_are_stable_and_unseen_labels_map_to_minus_one_in_eval() -> None:
+    tracker = GroupRewardTracker()
+    assert tracker.encode(["b", "a", 3, "b"]).tolist() == [0, 1, 2, 0]
+    assert tracker.encode([3, "new"], add=False).tolist() == [2, -1]
+    assert tracker.labels == ["b", "a", 3]
+    mean, _std, count = tracker.moments(torch.tensor([-1, 0]))
+    assert count.tolist() == [0.0, 0.0] and mean.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["a", None], "missing"),
+        (["a", float("nan")], "missing"),
+        (["a", "  "], "empty"),
+        ([1.5], "str or int"),
+        ([True], "str or int"),
+    ],
+)
+def test_bad_labels_raise_clear_errors(labels: list, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        GroupRewardTracker().encode(labels)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"history": "median"}, "Unknown history"),
+        ({"history": "ema", "decay": 1.0}, "decay"),
+        ({"decay": 0.0}, "decay"),
+        ({"history": "window", "window": 0}, "window"),
+        ({"window": 2.5}, "window"),
+    ],
+)
+def test_bad_history_options_raise(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GroupRewardTracker(**kwargs)
+
+
+def test_loading_a_state_with_other_settings_is_refused() -> None:
+    state = GroupRewardTracker("ema", decay=0.9).state_dict()
+    with pytest.raises(ValueError, match="history="):
+        GroupRewardTracker("cumulative").load_state_dict(state)
+    with pytest.raises(ValueError, match="decay="):
+        GroupRewardTracker("ema", decay=0.5).load_state_dict(state)
+
+
+def test_segment_moments_matches_numpy() -> None:
+    values = torch.tensor([1.0, 2.0, math.nan, 4.0, 10.0], dtype=torch.float64)
+    index = torch.tensor([0, 0, 0, 1, 2])
+    mean, std, count = segment_moments(values, index, 4, unbiased=True)
+    assert mean.tolist() == [1.5, 4.0, 10.0, 0.0]
+    assert count.tolist() == [2.0, 1.0, 1.0, 0.0]
+    assert std.tolist() == pytest.approx([np.std([1, 2], ddof=1), 0.0, 0.0, 0.0])
