@@ -25,14 +25,14 @@ def build_toy_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_toy_model_dir(directory: Path, seed: int = 0) -> str:
+def build_toy_model_dir(directory: Path, seed: int = 0, hidden_size: int = 32, num_layers: int = 1) -> str:
     tokenizer = build_toy_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
         num_attention_heads=2,
         num_key_value_heads=2,
         max_position_embeddings=64,

@@ -96,7 +96,8 @@ def prompt_moments(
     """
     num_prompts = int(prompt_index.max()) + 1 if prompt_index.numel() else 0
     mean, std, count = segment_moments(rewards, prompt_index, num_prompts, unbiased=True)
-    return mean[prompt_index], std[prompt_index], count[prompt_index]
+    table = torch.stack([mean, std, count], 1).index_select(0, prompt_index)
+    return table[:, 0], table[:, 1], table[:, 2]
 
 
 @register_estimator("grpo")
@@ -134,7 +135,7 @@ def rloo(batch: AdvantageBatch, eps: float) -> torch.Tensor:
 def pgrpo(batch: AdvantageBatch, eps: float) -> torch.Tensor:
     """(R - mu_p) / (sigma_p + eps) from the group's history; ``grpo`` where it is not ready."""
     personalized = (batch.rewards - batch.history_mean) / (batch.history_std + eps)
-    return torch.where(batch.history_ready, personalized, grpo(batch, eps))
+    return with_grpo_fallback(batch, personalized, eps)
 
 
 @register_estimator("pgrpo_scale", uses_history=True)
@@ -142,4 +143,11 @@ def pgrpo_scale(batch: AdvantageBatch, eps: float) -> torch.Tensor:
     """(R - mean_prompt) / (sigma_p + eps); ``grpo`` where the history is not ready."""
     mean, _, _ = prompt_moments(batch.rewards, batch.prompt_index)
     scaled = (batch.rewards - mean) / (batch.history_std + eps)
-    return torch.where(batch.history_ready, scaled, grpo(batch, eps))
+    return with_grpo_fallback(batch, scaled, eps)
+
+
+def with_grpo_fallback(batch: AdvantageBatch, advantages: torch.Tensor, eps: float) -> torch.Tensor:
+    """``advantages`` where the group's history is ready, ``grpo`` elsewhere (computed only if needed)."""
+    if bool(batch.history_ready.all()):
+        return advantages
+    return torch.where(batch.history_ready, advantages, grpo(batch, eps))

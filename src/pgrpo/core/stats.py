@@ -89,11 +89,14 @@ def segment_moments(
         mean, std, count: (num_segments,) each, in values' dtype; 0 where a segment has too few values.
     """
     valid = torch.isfinite(values)
-    x = torch.where(valid, values, torch.zeros_like(values))
+    all_valid = bool(valid.all())
+    x = values if all_valid else torch.where(valid, values, torch.zeros_like(values))
     count = torch.zeros(num_segments, dtype=values.dtype).index_add_(0, index, valid.to(values.dtype))
     mean = torch.zeros(num_segments, dtype=values.dtype).index_add_(0, index, x) / count.clamp_min(1)
-    deviation = torch.where(valid, x - mean[index], torch.zeros_like(x))
-    m2 = torch.zeros(num_segments, dtype=values.dtype).index_add_(0, index, deviation**2)
+    deviation = x - mean.index_select(0, index)
+    if not all_valid:
+        deviation = torch.where(valid, deviation, torch.zeros_like(x))
+    m2 = torch.zeros(num_segments, dtype=values.dtype).index_add_(0, index, deviation * deviation)
     dof = count - 1 if unbiased else count
     std = torch.where(dof > 0, m2 / dof.clamp_min(1), torch.zeros_like(m2)).sqrt()
     return mean, std, count
@@ -139,8 +142,10 @@ class GroupRewardTracker:
         Returns:
             (N,) long tensor of group indices.
         """
-        values = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
-        codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+        values = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        if values.dtype.kind not in "iu":  # keep every label's own Python type (no str coercion of mixed lists)
+            values = np.array(list(labels), dtype=object) if values.dtype.kind != "O" else values
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
         if (codes < 0).any():
             position = int(np.flatnonzero(codes < 0)[0])
             raise ValueError(
@@ -198,10 +203,11 @@ class GroupRewardTracker:
             raise ValueError(
                 f"rewards {tuple(rewards.shape)} and group_index {tuple(group_index.shape)} differ in shape."
             )
-        if group_index.numel() and (group_index.min() < 0 or group_index.max() >= self.num_groups):
+        if group_index.numel() and not (0 <= group_index.min() and group_index.max() < self.num_groups):
             raise ValueError("group_index holds indices this tracker never issued; encode labels with add=True.")
         valid = torch.isfinite(rewards)
-        rewards, group_index = rewards[valid], group_index[valid]
+        if not valid.all():
+            rewards, group_index = rewards[valid], group_index[valid]
         if rewards.numel() == 0:
             return
         if self.history == "window":
@@ -213,18 +219,22 @@ class GroupRewardTracker:
         k = self.count.numel()
         if self.history == "cumulative":
             m = torch.bincount(g, minlength=k).to(torch.float64)
-            w = torch.ones_like(x)
             discount = torch.ones(k, dtype=torch.float64)
+            w_b = v_b = m
+            weighted = x
         else:
             rank, m_long = within_group_rank(g, k)
             m = m_long.to(torch.float64)
-            w = self.decay ** (m[g] - 1 - rank.to(torch.float64))
+            w = self.decay ** (m.index_select(0, g) - 1 - rank.to(torch.float64))
             discount = self.decay**m
-        w_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w)
-        v_b = m if self.history == "cumulative" else torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * w)
+            w_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w)
+            v_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * w)
+            weighted = w * x
         touched = w_b > 0
-        mean_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * x) / w_b.clamp_min(1e-300)
-        m2_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * (x - mean_b[g]) ** 2)
+        mean_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, weighted) / w_b.clamp_min(1e-300)
+        deviation = x - mean_b.index_select(0, g)
+        squares = deviation * deviation if self.history == "cumulative" else w * deviation * deviation
+        m2_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, squares)
 
         w_old = discount * self.weight
         w_new = w_old + w_b
@@ -264,15 +274,11 @@ class GroupRewardTracker:
         Returns:
             mean, std, count: (N,) float64 each; an unseen group has count 0, mean 0 and std 0.
         """
-        group_index = group_index.to("cpu", torch.long)
-        known = group_index >= 0
-        safe = group_index.clamp_min(0)
-        mean, std, count = (
-            t[safe] if self.num_groups else torch.zeros(len(safe), dtype=torch.float64)
-            for t in (self.mean, self.std(unbiased), self.count)
-        )
-        zero = torch.zeros((), dtype=torch.float64)
-        return torch.where(known, mean, zero), torch.where(known, std, zero), torch.where(known, count, zero)
+        k = self.num_groups
+        table = torch.zeros(k + 1, 3, dtype=torch.float64)  # row 0 answers for unseen groups
+        table[1:, 0], table[1:, 1], table[1:, 2] = self.mean[:k], self.std(unbiased), self.count[:k]
+        rows = table.index_select(0, group_index.to("cpu", torch.long) + 1)
+        return rows[:, 0], rows[:, 1], rows[:, 2]
 
     def std(self, unbiased: bool = False) -> torch.Tensor:
         """(K,) history standard deviation of every group; 0 where it is undefined."""
