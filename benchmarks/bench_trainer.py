@@ -5,8 +5,8 @@
 Two model sizes: "micro" (hidden 32, 1 layer: ~25 ms steps, where any fixed cost shows) and
 "tiny" (hidden 128, 2 layers, 8 prompts x 4 completions x 16 tokens: the CPU experiment size).
 Both trainers get the same model, tokenizer, data and config, with learning rate 0 so that the
-policy, and with it every generated completion, stays the same in both: only the overhead differs. Each round trains a fresh
-trainer of each kind for ``--steps`` steps, alternating which goes first; a callback records
+policy, and with it every generated completion, stays the same in both: only the overhead differs.
+Each round trains a fresh trainer of each kind for ``--steps`` steps, alternating which goes first; a callback records
 the wall time of every optimizer step (generation, reward, advantages, loss, backward).
 Prints the median step time of each and their ratio (target: <= 1.02).
 """

@@ -1,5 +1,10 @@
 """Preference-grouped tasks: ``personas``, ``movielens``, ``reviews`` and user-supplied ones."""
 
+from pgrpo.tasks import (
+    movielens,  # noqa: F401  (registers "movielens")
+    personas,  # noqa: F401  (registers "personas")
+    reviews,  # noqa: F401  (registers "reviews")
+)
 from pgrpo.tasks.base import TASKS, GroupInfo, Task, build_task, completion_text, register_task, task_from_dataset
 
 __all__ = ["TASKS", "GroupInfo", "Task", "build_task", "completion_text", "register_task", "task_from_dataset"]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 
 RewardFunction = Callable[..., list[float | None]]
@@ -115,8 +116,9 @@ def task_from_dataset(
 ) -> Task:
     """Turn any dataset with a ``prompt`` and a group column plus any reward callable into a Task.
 
-    Without ``eval_dataset``, a seeded ``eval_fraction`` of the rows is held out, stratified
-    by group where every group has at least two rows.
+    Without ``eval_dataset``, a seeded ``eval_fraction`` of the rows is held out, stratified by
+    group: a group of n >= 2 rows gives min(n - 1, max(1, round(eval_fraction * n))) rows to the
+    eval set, a single-row group stays in train. Rows keep their order and labels their type.
     """
     missing = [column for column in ("prompt", group_column) if column not in train_dataset.column_names]
     if missing:
@@ -125,10 +127,24 @@ def task_from_dataset(
             "A task needs a 'prompt' column and the preference-group column named by group_column."
         )
     if eval_dataset is None:
-        counts = Counter(train_dataset[group_column])
-        stratify = group_column if min(counts.values()) >= 2 and len(counts) > 1 else None
-        if stratify is not None and train_dataset.features[group_column].dtype not in ("int64", "int32"):
-            train_dataset = train_dataset.class_encode_column(group_column)
-        split = train_dataset.train_test_split(test_size=eval_fraction, seed=seed, stratify_by_column=stratify)
-        train_dataset, eval_dataset = split["train"], split["test"]
-    return Task(name, description, train_dataset, eval_dataset, reward_fn, group_column, reward_range=reward_range)
+        if not 0.0 < eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must lie strictly between 0 and 1, got {eval_fraction!r}; e.g. 0.1.")
+        train_dataset, eval_dataset = stratified_split(train_dataset, group_column, eval_fraction, seed)
+    config = {"eval_fraction": eval_fraction, "seed": seed}
+    return Task(name, description, train_dataset, eval_dataset, reward_fn, group_column, None, reward_range, config)
+
+
+def stratified_split(dataset: Dataset, group_column: str, eval_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Seeded (train, eval) split of ``dataset`` stratified by ``group_column`` (see :func:`task_from_dataset`)."""
+    rng = np.random.default_rng(seed)
+    rows_by_group: dict[str | int, list[int]] = {}
+    for row, label in enumerate(dataset[group_column]):
+        rows_by_group.setdefault(label, []).append(row)
+    eval_rows: list[int] = []
+    for rows in rows_by_group.values():
+        if len(rows) >= 2:
+            take = min(len(rows) - 1, max(1, round(eval_fraction * len(rows))))
+            eval_rows += rng.choice(rows, size=take, replace=False).tolist()
+    held_out = set(eval_rows)
+    train_rows = [row for row in range(len(dataset)) if row not in held_out]
+    return dataset.select(train_rows), dataset.select(sorted(eval_rows))

@@ -1,0 +1,1 @@
+"""Experiment harness: run directories, held-out evaluation, the benchmark matrix and its report."""

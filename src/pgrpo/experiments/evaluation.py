@@ -1,0 +1,139 @@
+"""Held-out evaluation of a policy on a task: per-group reward (sampled and greedy) and capability retention.
+
+    results = evaluate_policy(model, tokenizer, task, reference=initial_model)
+
+Per group p (over held-out prompts): mean reward of ``samples`` sampled completions and of the
+greedy completion. Overall, worst-group and majority-minus-smallest-group gaps. Capability
+retention: the per-token KL(policy || reference) estimated on the policy's own samples,
+E_y~pi[log pi(y) - log ref(y)] / |y|, and the perplexity of both on held-out prompt text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pgrpo.models import generate_completions
+from pgrpo.tasks import Task
+
+
+def score(task: Task, rows: list[dict[str, Any]], completions: list[str]) -> list[float]:
+    """Task rewards for ``completions``, row i answering ``rows[i]`` (every column reaches the reward)."""
+    columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
+    rewards = task.reward_fn(prompts=[row["prompt"] for row in rows], completions=completions, **columns)
+    return [math.nan if r is None else float(r) for r in rewards]
+
+
+def balanced_rows(rows: list[dict[str, Any]], group_column: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` rows taken round-robin across groups (in dataset order within each group)."""
+    by_group: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_group[row[group_column]].append(row)
+    queues = list(by_group.values())
+    picked: list[dict[str, Any]] = []
+    for depth in range(max(map(len, queues), default=0)):
+        picked += [queue[depth] for queue in queues if depth < len(queue)]
+    return picked[:limit]
+
+
+def group_means(groups: list[Any], values: list[float]) -> dict[str, float]:
+    sums: dict[str, list[float]] = defaultdict(list)
+    for group, value in zip(groups, values, strict=True):
+        if math.isfinite(value):
+            sums[str(group)].append(value)
+    return {group: sum(v) / len(v) for group, v in sorted(sums.items())}
+
+
+@torch.no_grad()
+def sequence_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of completion-token log-probabilities (N,) and completion token counts (N,)."""
+    totals, counts = [], []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = torch.tensor([prompt_ids + completion_ids], device=model.device)
+        logits = model(ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        logp = torch.log_softmax(logits, -1).gather(1, ids[0, len(prompt_ids) :, None]).sum()
+        totals.append(logp.item())
+        counts.append(len(completion_ids))
+    return torch.tensor(totals), torch.tensor(counts, dtype=torch.float64)
+
+
+@torch.no_grad()
+def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> float:
+    """exp(mean token negative log-likelihood) of ``texts``."""
+    nll, tokens = 0.0, 0
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+        if ids.shape[1] < 2:
+            continue
+        out = model(ids, labels=ids)
+        nll += out.loss.item() * (ids.shape[1] - 1)
+        tokens += ids.shape[1] - 1
+    return math.exp(nll / max(tokens, 1))
+
+
+def evaluate_policy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    reference: PreTrainedModel | None = None,
+    num_prompts: int = 64,
+    samples: int = 4,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per-group held-out rewards and capability retention (see the module docstring)."""
+    was_training = model.training
+    model.eval()
+    rows = balanced_rows(task.eval_dataset.to_list(), task.group_column, num_prompts)
+    groups = [row[task.group_column] for row in rows]
+    prompts = [row["prompt"] for row in rows]
+    torch.manual_seed(seed)
+    greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    sampled_rows = [row for row in rows for _ in range(samples)]
+    sampled = generate_completions(
+        model, tokenizer, [row["prompt"] for row in sampled_rows], max_new_tokens=max_new_tokens, do_sample=True
+    )
+    greedy_reward = score(task, rows, greedy)
+    sampled_reward = score(task, sampled_rows, sampled)
+    sampled_groups = [row[task.group_column] for row in sampled_rows]
+    per_group_sampled = group_means(sampled_groups, sampled_reward)
+    per_group_greedy = group_means(groups, greedy_reward)
+    shares = {str(info.name): info.share for info in task.groups}
+    majority = max(per_group_sampled, key=lambda g: shares.get(g, 0.0))
+    minority = min(per_group_sampled, key=lambda g: shares.get(g, 0.0))
+    results: dict[str, Any] = {
+        "num_prompts": len(rows),
+        "samples_per_prompt": samples,
+        "reward_sampled": _mean(sampled_reward),
+        "reward_greedy": _mean(greedy_reward),
+        "per_group_sampled": per_group_sampled,
+        "per_group_greedy": per_group_greedy,
+        "worst_group_sampled": min(per_group_sampled.values()),
+        "worst_group_greedy": min(per_group_greedy.values()),
+        "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority],
+        "perplexity": perplexity(model, tokenizer, prompts),
+        "examples": [
+            {"group": str(g), "prompt": p, "greedy": c}
+            for g, p, c in zip(groups[:8], prompts[:8], greedy[:8], strict=True)
+        ],
+    }
+    if reference is not None:
+        policy_logp, lengths = sequence_logprobs(model, tokenizer, [r["prompt"] for r in sampled_rows], sampled)
+        reference_logp, _ = sequence_logprobs(reference, tokenizer, [r["prompt"] for r in sampled_rows], sampled)
+        results["kl_to_initial"] = ((policy_logp - reference_logp) / lengths).mean().item()
+        results["perplexity_initial"] = perplexity(reference, tokenizer, prompts)
+    model.train(was_training)
+    return results
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan

