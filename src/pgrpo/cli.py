@@ -1,10 +1,11 @@
-"""The ``pgrpo`` command: ``train``, ``demo``, ``bench``, ``report``.
+"""The ``pgrpo`` command: ``train``, ``demo``, ``bench``, ``report``, ``judge``.
 
     pgrpo train --task personas --estimator pgrpo --max_steps 60          # one run
     pgrpo train --config my_run.yaml --learning_rate 5e-4                   # YAML + flags, as TRL's scripts
     pgrpo demo                                                              # GRPO vs P-GRPO, < 5 min on CPU
     pgrpo bench --config configs/bench.yaml                                 # the experiment matrix
     pgrpo report runs/bench                                                 # tables + figures of a bench
+    pgrpo judge runs/a runs/b [--judge llm --llm_url URL --llm_model NAME]  # per-group win rate of A over B
     pgrpo <command> --help                                                  # every option, explained
 
 ``train`` accepts every ``PGRPOConfig`` (= TRL ``GRPOConfig`` + P-GRPO) field as a flag or YAML key;
@@ -75,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pgrpo.experiments import bench
 
         return getattr(bench, f"{command}_main")(rest)
+    if command == "judge":
+        from pgrpo.experiments.judge import judge_main
+
+        return judge_main(rest)
     print(f"Unknown command {command!r}.\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -39,23 +39,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pgrpo_scale": {"estimator": "pgrpo_scale"},
     "pgrpo_random": {"estimator": "pgrpo", "random_groups": True},
 }
-# The personas regime sweep: one factor at a time from BASE_REGIME.
-BASE_SHARES = (0.40, 0.20, 0.15, 0.10, 0.05, 0.05, 0.05)
+# The personas regime sweep: one factor at a time from the task's defaults (G=4, dense reward, no noise,
+# equal reward scales, shares 40/20/15/10/7/4/4%: two 4% minorities).
+DEFAULT_SHARES = (0.40, 0.20, 0.15, 0.10, 0.07, 0.04, 0.04)
 
 
 def minority_shares(share: float) -> list[float]:
-    """Personas shares with the last two personas at ``share`` each and the rest rescaled."""
-    rest = np.array(BASE_SHARES[:5]) / sum(BASE_SHARES[:5]) * (1 - 2 * share)
+    """Personas shares with the two smallest personas at ``share`` each and the other five rescaled."""
+    rest = np.array(DEFAULT_SHARES[:5]) / sum(DEFAULT_SHARES[:5]) * (1 - 2 * share)
     return [*rest.round(6).tolist(), share, share]
 
 
 REGIMES: dict[str, dict[str, Any]] = {
-    "base (G=4, minority 5%)": {},
+    "base (G=4, minorities 4%)": {},
     "G=2": {"num_generations": 2},
     "G=8": {"num_generations": 8},
-    "minority 2%": {"task_options": {"shares": minority_shares(0.02)}},
-    "minority 25%": {"task_options": {"shares": minority_shares(0.25)}},
-    "scale ratio 10": {"task_options": {"reward_scale": [10.0, 1, 1, 1, 1, 1, 1]}},
+    "minorities 2%": {"task_options": {"shares": minority_shares(0.02)}},
+    "minorities 25%": {"task_options": {"shares": minority_shares(0.25)}},
+    "majority reward x10": {"task_options": {"reward_scale": [10.0, 1, 1, 1, 1, 1, 1]}},
     "reward noise 0.2": {"task_options": {"reward_noise": 0.2}},
     "binary reward": {"task_options": {"binary": True}},
 }
@@ -73,10 +74,10 @@ class BenchArguments:
     )
     seeds: int = field(default=5, metadata={"help": "Seeds per (task, variant): 0..seeds-1."})
     sweep: bool = field(default=True, metadata={"help": "Also run the personas regime sweep (grpo vs pgrpo)."})
-    max_steps: int = field(default=40, metadata={"help": "Optimizer steps per run."})
+    max_steps: int = field(default=30, metadata={"help": "Optimizer steps per run."})
     prompts_per_step: int = field(default=8, metadata={"help": "Prompts per step (completions = prompts x G)."})
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt G (the sweep varies it)."})
-    eval_prompts: int = field(default=70, metadata={"help": "Held-out prompts evaluated per run."})
+    eval_prompts: int = field(default=56, metadata={"help": "Held-out prompts evaluated per run."})
     jobs: int = field(default=0, metadata={"help": "Parallel runs (0: one per CPU core)."})
     train_options: str = field(default="{}", metadata={"help": "Extra `pgrpo train` flags as JSON."})
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -163,7 +164,12 @@ def train(run: RunArguments, config: PGRPOConfig, task: Task | None = None) -> d
     task = task or build_task(run.task, seed=run.task_seed, **run.options())
     config.group_column = RANDOM_GROUP_COLUMN if run.random_groups else task.group_column
     config.output_dir = str(run_dir / "checkpoints")
-    resuming = prepare_run_dir(run_dir, resolve(run, config), run.overwrite)
+    state = PartialState()  # under torchrun / accelerate launch only the main process prepares the directory
+    with state.main_process_first():
+        if state.is_main_process:
+            resuming = prepare_run_dir(run_dir, resolve(run, config), run.overwrite)
+        else:
+            resuming = not run.overwrite and (run_dir / "checkpoints").exists()
     train_dataset = task.train_dataset
     if run.random_groups:
         train_dataset = with_random_groups(train_dataset, task.group_column, config.seed)
