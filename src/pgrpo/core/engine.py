@@ -62,10 +62,15 @@ class EngineOptions:
 
 
 class AdvantageEngine:
-    """Stateful per-group history + pure estimator. See the module docstring."""
+    """Stateful per-group history + pure estimator. See the module docstring.
 
-    def __init__(self, options: EngineOptions | None = None, **overrides: Any) -> None:
+    ``group_column`` optionally names the field the labels come from; it is saved with the state and a
+    state saved under another name is refused, so a resumed run cannot read the history under other labels.
+    """
+
+    def __init__(self, options: EngineOptions | None = None, group_column: str | None = None, **overrides: Any) -> None:
         self.options = EngineOptions(**{**asdict(options or EngineOptions()), **overrides})
+        self.group_column = group_column
         self.estimator = get_estimator(self.options.estimator)
         self.tracker = GroupRewardTracker(self.options.history, self.options.decay, self.options.window)
 
@@ -113,10 +118,20 @@ class AdvantageEngine:
         return self.estimator(batch, self.options.eps)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"options": asdict(self.options), "tracker": self.tracker.state_dict()}
+        state = {"options": asdict(self.options), "tracker": self.tracker.state_dict()}
+        if self.group_column is not None:
+            state["group_column"] = self.group_column
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the history; the estimator and history settings must match the saved ones."""
+        """Restore the history; the estimator, history settings and group column must match the saved ones."""
+        saved_column = state.get("group_column")
+        if saved_column is not None and self.group_column is not None and saved_column != self.group_column:
+            raise ValueError(
+                f"The saved group statistics were made with group_column={saved_column!r} but this run uses "
+                f"group_column={self.group_column!r}; their labels are different groups. Resume with the same "
+                "group_column or start a new run."
+            )
         saved = state["options"]
         for name in ("estimator", "history"):
             if saved[name] != getattr(self.options, name):

@@ -142,10 +142,19 @@ class GroupRewardTracker:
         Returns:
             (N,) long tensor of group indices.
         """
-        values = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-        if values.dtype.kind not in "iu":  # keep every label's own Python type (no str coercion of mixed lists)
-            values = np.array(list(labels), dtype=object) if values.dtype.kind != "O" else values
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        try:
+            values = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+            if values.dtype.kind not in "iu":  # keep every label's own Python type (no str coercion of mixed lists)
+                values = np.array(list(labels), dtype=object) if values.dtype.kind != "O" else values
+            if values.ndim != 1:
+                raise TypeError("nested labels")
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        except (TypeError, ValueError) as error:  # nested, ragged or unhashable labels (lists, dicts, ...)
+            first = next(iter(labels), None)
+            raise TypeError(
+                f"Preference-group labels must be str or int, got {first!r} of type {type(first).__name__}; "
+                "give every prompt one str or int group label."
+            ) from error
         if (codes < 0).any():
             position = int(np.flatnonzero(codes < 0)[0])
             raise ValueError(
@@ -203,7 +212,7 @@ class GroupRewardTracker:
             raise ValueError(
                 f"rewards {tuple(rewards.shape)} and group_index {tuple(group_index.shape)} differ in shape."
             )
-        if group_index.numel() and not (0 <= group_index.min() and group_index.max() < self.num_groups):
+        if group_index.numel() and not (group_index.min() >= 0 and group_index.max() < self.num_groups):
             raise ValueError("group_index holds indices this tracker never issued; encode labels with add=True.")
         valid = torch.isfinite(rewards)
         if not valid.all():
@@ -217,11 +226,19 @@ class GroupRewardTracker:
 
     def _update_weighted(self, x: torch.Tensor, g: torch.Tensor) -> None:
         k = self.count.numel()
+        # Sum rewards relative to a pivot inside the data: the group's history mean, or for a group without history
+        # its largest reward in this batch. Summing raw rewards on a large common offset (say 1e9) would round away
+        # the digits that carry the spread; relative to the pivot, delta = mean_b - mu_p is computed directly.
+        pivot = self.mean.clone()
+        fresh = self.weight.index_select(0, g) == 0
+        if bool(fresh.any()):
+            pivot.scatter_reduce_(0, g[fresh], x[fresh], reduce="amax", include_self=False)
+        shifted = x - pivot.index_select(0, g)
         if self.history == "cumulative":
             m = torch.bincount(g, minlength=k).to(torch.float64)
             discount = torch.ones(k, dtype=torch.float64)
             w_b = v_b = m
-            weighted = x
+            weighted = shifted
         else:
             rank, m_long = within_group_rank(g, k)
             m = m_long.to(torch.float64)
@@ -229,16 +246,16 @@ class GroupRewardTracker:
             discount = self.decay**m
             w_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w)
             v_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * w)
-            weighted = w * x
+            weighted = w * shifted
         touched = w_b > 0
-        mean_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, weighted) / w_b.clamp_min(1e-300)
-        deviation = x - mean_b.index_select(0, g)
+        mean_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, weighted) / w_b.clamp_min(1e-300)  # minus pivot
+        deviation = shifted - mean_b.index_select(0, g)
         squares = deviation * deviation if self.history == "cumulative" else w * deviation * deviation
         m2_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, squares)
 
         w_old = discount * self.weight
         w_new = w_old + w_b
-        delta = mean_b - self.mean
+        delta = (pivot - self.mean) + mean_b  # batch mean minus history mean; pivot == history mean once it exists
         share = torch.where(touched, w_b / w_new.clamp_min(1e-300), torch.zeros_like(w_b))
         self.mean = torch.where(touched, self.mean + delta * share, self.mean)
         self.m2 = discount * self.m2 + m2_b + delta * delta * w_old * share

@@ -69,6 +69,11 @@ class PGRPOConfig(GRPOConfig):
             )
         if not self.group_column:
             raise ValueError("group_column must name the dataset column with the preference-group labels.")
+        if self.remove_unused_columns:
+            raise ValueError(
+                f"remove_unused_columns=True would drop the preference-group column {self.group_column!r} before "
+                "PGRPOTrainer sees it; leave remove_unused_columns=False (the GRPOConfig default)."
+            )
         if self.max_logged_groups < 0:
             raise ValueError(f"max_logged_groups must be >= 0, got {self.max_logged_groups}.")
         self.engine_options()  # validates every engine option with a clear error

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from trl import GRPOTrainer
 from pgrpo.core import AdvantageEngine, GroupRewardTracker, segment_moments
 from pgrpo.trainer.config import PGRPOConfig
 
+logger = logging.getLogger(__name__)
 SUPPORTED_TRL = SpecifierSet(">=1.16,<1.17")
 STATS_FILE = "pgrpo_group_stats.json"
 # The private GRPOTrainer methods we override, with the parameters we rely on.
@@ -91,19 +93,19 @@ class PGRPOTrainer(GRPOTrainer):
                 if dataset is not None:
                     check_group_column(dataset, args.group_column, label)
         super().__init__(model, reward_funcs, args, **kwargs)
-        self.advantage_engine = AdvantageEngine(args.engine_options())
+        self.advantage_engine = AdvantageEngine(args.engine_options(), group_column=args.group_column)
         self._gathered_rewards = torch.empty(0, len(self.reward_funcs))
         self._gathered_groups: list[Any] = []
 
     # --------------------------------------------------------------- advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         column = self.args.group_column
-        if inputs and column not in inputs[0]:
+        if inputs and column not in inputs[0]:  # checked first: a reward function may need the column too
             raise ValueError(
                 f"Batch rows have no preference-group column {column!r} (they have {sorted(inputs[0])}); keep "
                 "remove_unused_columns=False and give every row a group label."
             )
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._gathered_rewards = rewards_per_func
         self._gathered_groups = gather_object([row[column] for row in inputs])
         return rewards_per_func
@@ -163,6 +165,16 @@ class PGRPOTrainer(GRPOTrainer):
         if self.args.should_save:
             checkpoint = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             save_group_stats(self.advantage_engine, checkpoint / STATS_FILE)
+            generate_every = self.args.steps_per_generation * self.num_iterations
+            if self._step % generate_every:
+                logger.warning(
+                    "Checkpoint %s falls inside a buffered generation batch (a new batch is generated every %d "
+                    "micro-steps: steps_per_generation * num_iterations). Resuming from it regenerates that batch, "
+                    "so the group statistics gain one batch that the uninterrupted run did not see. For an exact "
+                    "resume, save at multiples of that period.",
+                    checkpoint.name,
+                    generate_every,
+                )
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
@@ -188,6 +200,13 @@ def load_group_stats(engine: AdvantageEngine, path: Path) -> None:
         )
     try:
         state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"P-GRPO group statistics file {path} is corrupt or truncated ({error}).") from error
+    try:
         engine.load_state_dict(state)
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"P-GRPO group statistics file {path} is corrupt or truncated ({error!r}).") from error
+    except KeyError as error:
+        raise ValueError(f"P-GRPO group statistics file {path} is corrupt: it has no field {error}.") from error
+    except (TypeError, AttributeError, IndexError) as error:
+        raise ValueError(f"P-GRPO group statistics file {path} is corrupt ({error}).") from error
+    except ValueError as error:
+        raise ValueError(f"Cannot resume from the P-GRPO group statistics in {path}: {error}") from error

@@ -1,0 +1,125 @@
+"""Launching the toy run (``tests.reliability.toy_train``) in fresh processes, and reading what it leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from pgrpo.core import AdvantageEngine, EngineOptions
+from pgrpo.trainer.trainer import STATS_FILE
+
+NUM_GENERATIONS = 4  # toy_train's num_generations
+REPO = Path(__file__).resolve().parents[2]
+TOY_TRAIN = "tests.reliability.toy_train"
+
+
+def script_env() -> dict[str, str]:
+    """Environment for a child run: offline, one thread per process, the repository importable."""
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+        DS_ACCELERATOR="cpu",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    )
+    return env
+
+
+def toy_train_command(model_dir: str, output_dir: Path, *options: object) -> list[str]:
+    """``python -m tests.reliability.toy_train`` with the given options."""
+    return [
+        sys.executable,
+        "-m",
+        TOY_TRAIN,
+        "--model-dir",
+        model_dir,
+        "--output-dir",
+        str(output_dir),
+        *map(str, options),
+    ]
+
+
+def torchrun_command(nproc: int, model_dir: str, output_dir: Path, *options: object) -> list[str]:
+    """The same run under ``torchrun --standalone --nproc_per_node nproc`` (CPU: gloo)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return launcher + toy_train_command(model_dir, output_dir, *options)[1:]
+
+
+def run_checked(command: list[str], log: Path, timeout: float = 300) -> None:
+    """Run ``command`` to completion (output in ``log``); fail with the log's tail if it does not exit 0."""
+    with log.open("w") as out:
+        process = subprocess.run(
+            command, cwd=REPO, env=script_env(), stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+        )
+    assert process.returncode == 0, f"{' '.join(command)} exited {process.returncode}:\n{tail(log)}"
+
+
+def tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(re.fullmatch(r"checkpoint-(\d+)", checkpoint.name).group(1))
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint that has its ``trainer_state.json`` (transformers writes that file last)."""
+    complete = [path.parent for path in output_dir.glob("checkpoint-*/trainer_state.json")]
+    return max(complete, key=checkpoint_step, default=None)
+
+
+def model_parameters(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(directory / "model.safetensors")
+
+
+def accelerate_command(config: Path, nproc: int, model_dir: str, output_dir: Path, *options: object) -> list[str]:
+    """The same run under ``accelerate launch --config_file config --num_processes nproc`` in fp32."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    launcher += ["--num_processes", str(nproc), "--mixed_precision", "no"]
+    return launcher + toy_train_command(model_dir, output_dir, *options)[1:]
+
+
+def read_dumps(dump_dir: Path, num_processes: int) -> list[list[dict]]:
+    """``records[rank][batch]``: what each rank wrote after each generation batch (see ``toy_train``)."""
+    return [
+        [json.loads(path.read_text()) for path in sorted((dump_dir / f"rank{rank}").glob("batch*.json"))]
+        for rank in range(num_processes)
+    ]
+
+
+def check_consistent_run(dump_dir: Path, output_dir: Path, num_processes: int, num_batches: int) -> list[list[dict]]:
+    """Every rank held the same statistics after every batch, its slice of the same advantages, and one
+    single-process ``AdvantageEngine`` fed the gathered batches reproduces advantages and statistics exactly.
+    Returns the records (``records[rank][batch]``)."""
+    records = read_dumps(dump_dir, num_processes)
+    assert [len(r) for r in records] == [num_batches] * num_processes
+    first = records[0][0]
+    engine = AdvantageEngine(EngineOptions(**first["state"]["options"]), group_column=first["state"]["group_column"])
+    for batch, per_rank in enumerate(zip(*records, strict=True)):
+        main = per_rank[0]
+        assert main["num_processes"] == num_processes
+        for rank, record in enumerate(per_rank):
+            assert record["process_index"] == rank
+            for key in ("state", "rewards_per_func", "groups", "advantages"):
+                assert record[key] == main[key], f"batch {batch}: rank {rank} differs from rank 0 in {key}"
+        local = torch.tensor([value for record in per_rank for value in record["local_advantages"]])
+        torch.testing.assert_close(local, torch.tensor(main["advantages"], dtype=torch.float32), rtol=0, atol=0)
+
+        rewards_per_func = torch.tensor(main["rewards_per_func"], dtype=torch.float32)
+        rewards = (rewards_per_func * torch.tensor(main["reward_weights"])).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        prompt_index = torch.arange(len(rewards)) // NUM_GENERATIONS
+        advantages = engine(rewards, prompt_index, main["groups"], update=True)
+        assert torch.equal(advantages, torch.tensor(main["advantages"], dtype=torch.float64)), f"batch {batch}"
+        assert engine.state_dict() == main["state"], f"batch {batch}"
+    assert json.loads((output_dir / "final" / STATS_FILE).read_text()) == engine.state_dict()
+    assert {label for record in records[0] for label in record["groups"]} == {"big", "small"}
+    return records
