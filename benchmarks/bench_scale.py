@@ -27,6 +27,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from bench_engine import best_of
 from pgrpo.core import AdvantageEngine, GroupRewardTracker
 
 QUANTUM = 256  # rewards are offset + k / QUANTUM, k integer: exact in float64 up to |offset| ~ 2**44
@@ -36,15 +37,6 @@ def rss_mib() -> float:
     """Resident memory of this process (Linux), MiB."""
     with open(f"/proc/{os.getpid()}/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def tracker_bytes(tracker: GroupRewardTracker) -> int:
@@ -82,8 +74,8 @@ def many_groups(num_groups: int, rng: np.random.Generator) -> None:
         group_index = torch.from_numpy(codes)
         prompt_index = torch.arange(batch) // 8
         repeats = 5 if batch < 1_000_000 else 2
-        update_s = best_time(lambda: engine.tracker.update(rewards, group_index), repeats)  # noqa: B023
-        call_s = best_time(lambda: engine(rewards, prompt_index, batch_labels), repeats)  # noqa: B023
+        update_s = best_of(lambda: engine.tracker.update(rewards, group_index), repeats)  # noqa: B023
+        call_s = best_of(lambda: engine(rewards, prompt_index, batch_labels), repeats)  # noqa: B023
         print(f"{batch:>10,} {update_s * 1e3:10.1f} {call_s * 1e3:15.1f}")
 
 

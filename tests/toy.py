@@ -13,6 +13,22 @@ from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+# GRPOConfig/PGRPOConfig arguments for tiny deterministic CPU runs in tests.
+CPU_ARGS: dict[str, object] = {
+    "per_device_train_batch_size": 8,
+    "num_generations": 4,
+    "max_completion_length": 6,
+    "use_cpu": True,
+    "bf16": False,
+    "gradient_checkpointing": False,
+    "report_to": "none",
+    "logging_steps": 1,
+    "learning_rate": 1e-2,
+    "seed": 0,
+    "data_seed": 0,
+    "disable_tqdm": True,
+    "save_strategy": "no",
+}
 WORDS = ["up", "down", "left", "right", "say", "something", "for", "group", "big", "small"]
 
 

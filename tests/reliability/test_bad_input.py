@@ -23,23 +23,7 @@ from pgrpo.core import AdvantageEngine, GroupRewardTracker, get_estimator
 from pgrpo.core.estimators import AdvantageBatch
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 from pgrpo.trainer.trainer import STATS_FILE
-from tests.toy import toy_dataset, toy_reward
-
-CPU: dict[str, Any] = {
-    "per_device_train_batch_size": 8,
-    "num_generations": 4,
-    "max_completion_length": 6,
-    "use_cpu": True,
-    "bf16": False,
-    "gradient_checkpointing": False,
-    "report_to": "none",
-    "logging_steps": 1,
-    "learning_rate": 1e-2,
-    "seed": 0,
-    "data_seed": 0,
-    "disable_tqdm": True,
-    "save_strategy": "no",
-}
+from tests.toy import CPU_ARGS, toy_dataset, toy_reward
 
 
 class RecordingTrainer(PGRPOTrainer):
@@ -64,7 +48,7 @@ def make_trainer(
     eval_dataset: Any = None,
     **overrides: Any,
 ) -> RecordingTrainer:
-    args = PGRPOConfig(output_dir=str(output_dir), max_steps=max_steps, **{**CPU, **overrides})
+    args = PGRPOConfig(output_dir=str(output_dir), max_steps=max_steps, **{**CPU_ARGS, **overrides})
     return RecordingTrainer(
         model=model_dir,
         reward_funcs=reward,
@@ -136,7 +120,7 @@ def test_streaming_dataset_with_a_missing_label_fails_at_its_batch(toy_model_dir
 
 def test_remove_unused_columns_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="remove_unused_columns=True would drop the preference-group column 'group'"):
-        PGRPOConfig(output_dir=str(tmp_path), **{**CPU, "remove_unused_columns": True})
+        PGRPOConfig(output_dir=str(tmp_path), **{**CPU_ARGS, "remove_unused_columns": True})
 
 
 def test_group_seen_only_at_evaluation_falls_back_to_grpo(toy_model_dir: str, tmp_path: Path) -> None:
@@ -304,7 +288,7 @@ def test_two_generations_per_prompt_train(toy_model_dir: str, tmp_path: Path) ->
 )
 def test_generation_batch_not_divisible_by_g_or_single_generation(tmp_path: Path, options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        PGRPOConfig(output_dir=str(tmp_path), **{**CPU, **options})
+        PGRPOConfig(output_dir=str(tmp_path), **{**CPU_ARGS, **options})
 
 
 # ----------------------------------------------------------------------------------------------- configuration
@@ -328,7 +312,7 @@ def test_generation_batch_not_divisible_by_g_or_single_generation(tmp_path: Path
 )
 def test_conflicting_or_invalid_config_is_rejected(tmp_path: Path, options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        PGRPOConfig(output_dir=str(tmp_path), **{**CPU, **options})
+        PGRPOConfig(output_dir=str(tmp_path), **{**CPU_ARGS, **options})
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints

@@ -17,27 +17,11 @@ from trl import GRPOConfig, GRPOTrainer
 from pgrpo.core import ESTIMATORS
 from pgrpo.trainer import OVERRIDDEN_TRL_METHODS, SUPPORTED_TRL, PGRPOConfig, PGRPOTrainer, check_trl_version
 from pgrpo.trainer.trainer import STATS_FILE
-from tests.toy import toy_dataset, toy_reward
-
-CPU = {
-    "per_device_train_batch_size": 8,
-    "num_generations": 4,
-    "max_completion_length": 6,
-    "use_cpu": True,
-    "bf16": False,
-    "gradient_checkpointing": False,
-    "report_to": "none",
-    "logging_steps": 1,
-    "learning_rate": 1e-2,
-    "seed": 0,
-    "data_seed": 0,
-    "disable_tqdm": True,
-    "save_strategy": "no",
-}
+from tests.toy import CPU_ARGS, toy_dataset, toy_reward
 
 
 def make_trainer(model_dir: str, output_dir: Path, max_steps: int = 3, dataset=None, **overrides) -> PGRPOTrainer:
-    args = PGRPOConfig(output_dir=str(output_dir), max_steps=max_steps, **{**CPU, **overrides})
+    args = PGRPOConfig(output_dir=str(output_dir), max_steps=max_steps, **{**CPU_ARGS, **overrides})
     return PGRPOTrainer(model=model_dir, reward_funcs=toy_reward, args=args, train_dataset=dataset or toy_dataset())
 
 
@@ -77,7 +61,7 @@ def test_every_estimator_trains_and_logs_per_group_metrics(toy_model_dir: str, t
 
 
 def test_trained_advantages_are_pgrpo_and_match_trl_logs(toy_model_dir: str, tmp_path: Path) -> None:
-    args = PGRPOConfig(output_dir=str(tmp_path), max_steps=2, estimator="pgrpo", **CPU)
+    args = PGRPOConfig(output_dir=str(tmp_path), max_steps=2, estimator="pgrpo", **CPU_ARGS)
     trainer = RecordingTrainer(model=toy_model_dir, reward_funcs=toy_reward, args=args, train_dataset=toy_dataset())
     trainer.train()
     trained = trainer.trained_advantages[-1]
@@ -92,7 +76,7 @@ def test_trained_advantages_are_pgrpo_and_match_trl_logs(toy_model_dir: str, tmp
 
 
 def test_estimator_grpo_reproduces_trl_grpo_trainer(toy_model_dir: str, tmp_path: Path) -> None:
-    trl_args = GRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=3, **CPU)
+    trl_args = GRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=3, **CPU_ARGS)
     reference = GRPOTrainer(model=toy_model_dir, reward_funcs=toy_reward, args=trl_args, train_dataset=toy_dataset())
     reference.train()
     ours = make_trainer(toy_model_dir, tmp_path / "ours", estimator="grpo")
@@ -166,7 +150,7 @@ def test_missing_or_empty_group_labels_are_rejected(toy_model_dir: str, tmp_path
 )
 def test_config_is_validated_at_construction(tmp_path: Path, options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        PGRPOConfig(output_dir=str(tmp_path), **{**CPU, **options})
+        PGRPOConfig(output_dir=str(tmp_path), **{**CPU_ARGS, **options})
 
 
 def test_trl_version_pin_is_enforced_and_matches_the_package_metadata() -> None:

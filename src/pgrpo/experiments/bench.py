@@ -412,8 +412,8 @@ def report_main(argv: Sequence[str]) -> int:
 @dataclass
 class DemoArguments:
     out: str = field(default="runs/demo", metadata={"help": "Demo directory."})
-    max_steps: int = field(default=40, metadata={"help": "Optimizer steps per estimator."})
-    seeds: int = field(default=1, metadata={"help": "Seeds per estimator."})
+    max_steps: int = field(default=100, metadata={"help": "Optimizer steps per run."})
+    seeds: int = field(default=2, metadata={"help": "Seeds per estimator (runs go two at a time on two cores)."})
 
 
 def demo_main(argv: Sequence[str]) -> int:
