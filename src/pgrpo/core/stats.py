@@ -102,6 +102,13 @@ def segment_moments(
     return mean, std, count
 
 
+def moments_std(weight: torch.Tensor, weight_sq: torch.Tensor, m2: torch.Tensor, unbiased: bool) -> torch.Tensor:
+    """sqrt(M2 / W) (population) or sqrt(M2 / (W - V/W)) (sample, reliability weights); 0 where undefined."""
+    denominator = weight - weight_sq / weight.clamp_min(1e-300) if unbiased else weight
+    variance = torch.where(denominator > 0, m2 / denominator.clamp_min(1e-300), torch.zeros_like(m2))
+    return variance.clamp_min(0).sqrt()
+
+
 class GroupRewardTracker:
     """Running reward moments per preference group (see module docstring for the math).
 
@@ -224,13 +231,29 @@ class GroupRewardTracker:
         else:
             self._update_weighted(rewards, group_index)
 
-    def _update_weighted(self, x: torch.Tensor, g: torch.Tensor) -> None:
-        k = self.count.numel()
+    def _local_view(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The groups a batch touches and each element's position among them.
+
+        Work is done on these groups only: with K groups and N rewards it costs O(N log N) instead of O(K)
+        when K > N (many groups, small batches), and uses all groups directly (no sort) otherwise.
+        Returns touched (T,) global group indices and local (N,) indices into touched.
+        """
+        capacity = self.count.numel()
+        if capacity <= g.numel():
+            return torch.arange(capacity), g
+        return torch.unique(g, return_inverse=True)
+
+    def _update_weighted(self, x: torch.Tensor, g_global: torch.Tensor) -> None:
+        touched, g = self._local_view(g_global)
+        k = touched.numel()
+        mean, m2, weight, weight_sq, count = (
+            getattr(self, name).index_select(0, touched) for name in ("mean", "m2", "weight", "weight_sq", "count")
+        )
         # Sum rewards relative to a pivot inside the data: the group's history mean, or for a group without history
         # its largest reward in this batch. Summing raw rewards on a large common offset (say 1e9) would round away
         # the digits that carry the spread; relative to the pivot, delta = mean_b - mu_p is computed directly.
-        pivot = self.mean.clone()
-        fresh = self.weight.index_select(0, g) == 0
+        pivot = mean.clone()
+        fresh = weight.index_select(0, g) == 0
         if bool(fresh.any()):
             pivot.scatter_reduce_(0, g[fresh], x[fresh], reduce="amax", include_self=False)
         shifted = x - pivot.index_select(0, g)
@@ -247,37 +270,43 @@ class GroupRewardTracker:
             w_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w)
             v_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w * w)
             weighted = w * shifted
-        touched = w_b > 0
+        has_batch = w_b > 0
         mean_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, weighted) / w_b.clamp_min(1e-300)  # minus pivot
         deviation = shifted - mean_b.index_select(0, g)
         squares = deviation * deviation if self.history == "cumulative" else w * deviation * deviation
         m2_b = torch.zeros(k, dtype=torch.float64).index_add_(0, g, squares)
 
-        w_old = discount * self.weight
+        w_old = discount * weight
         w_new = w_old + w_b
-        delta = (pivot - self.mean) + mean_b  # batch mean minus history mean; pivot == history mean once it exists
-        share = torch.where(touched, w_b / w_new.clamp_min(1e-300), torch.zeros_like(w_b))
-        self.mean = torch.where(touched, self.mean + delta * share, self.mean)
-        self.m2 = discount * self.m2 + m2_b + delta * delta * w_old * share
-        self.weight = w_new
-        self.weight_sq = discount * discount * self.weight_sq + v_b
-        self.count = self.count + m
+        delta = (pivot - mean) + mean_b  # batch mean minus history mean; pivot == history mean once it exists
+        share = torch.where(has_batch, w_b / w_new.clamp_min(1e-300), torch.zeros_like(w_b))
+        updated = {
+            "mean": torch.where(has_batch, mean + delta * share, mean),
+            "m2": discount * m2 + m2_b + delta * delta * w_old * share,
+            "weight": w_new,
+            "weight_sq": discount * discount * weight_sq + v_b,
+            "count": count + m,
+        }
+        for name, values in updated.items():
+            getattr(self, name).index_copy_(0, touched, values)
 
-    def _update_window(self, x: torch.Tensor, g: torch.Tensor) -> None:
-        k, size = self._buffer.shape
-        rank, m = within_group_rank(g, k)
-        keep = rank >= (m[g] - size)  # only the last `size` rewards of a group can survive
-        slot = (self.count.long()[g] + rank) % size
-        self._buffer[g[keep], slot[keep]] = x[keep]
-        self.count = self.count + m.to(torch.float64)
-        touched = torch.unique(g)
-        rows = self._buffer[touched]
+    def _update_window(self, x: torch.Tensor, g_global: torch.Tensor) -> None:
+        touched, g = self._local_view(g_global)
+        size = self._buffer.shape[1]
+        rank, m = within_group_rank(g, touched.numel())
+        keep = rank >= (m.index_select(0, g) - size)  # only the last `size` rewards of a group can survive
+        seen = self.count.index_select(0, touched).long()
+        slot = (seen.index_select(0, g) + rank) % size
+        self._buffer[g_global[keep], slot[keep]] = x[keep]
+        self.count.index_copy_(0, touched, (seen + m).to(torch.float64))
+        touched = touched[m > 0]
+        rows = self._buffer.index_select(0, touched)
         filled = ~torch.isnan(rows)
         n = filled.sum(1).to(torch.float64)
         mean = torch.where(filled, rows, 0.0).sum(1) / n
         m2 = torch.where(filled, (rows - mean[:, None]) ** 2, 0.0).sum(1)
-        self.mean[touched], self.m2[touched] = mean, m2
-        self.weight[touched], self.weight_sq[touched] = n, n
+        for name, values in (("mean", mean), ("m2", m2), ("weight", n), ("weight_sq", n)):
+            getattr(self, name).index_copy_(0, touched, values)
 
     # ------------------------------------------------------------------ queries
     def moments(
@@ -291,18 +320,25 @@ class GroupRewardTracker:
         Returns:
             mean, std, count: (N,) float64 each; an unseen group has count 0, mean 0 and std 0.
         """
-        k = self.num_groups
-        table = torch.zeros(k + 1, 3, dtype=torch.float64)  # row 0 answers for unseen groups
-        table[1:, 0], table[1:, 1], table[1:, 2] = self.mean[:k], self.std(unbiased), self.count[:k]
-        rows = table.index_select(0, group_index.to("cpu", torch.long) + 1)
-        return rows[:, 0], rows[:, 1], rows[:, 2]
+        group_index = group_index.to("cpu", torch.long)
+        if not self.num_groups:
+            zeros = torch.zeros(group_index.shape, dtype=torch.float64)
+            return zeros, zeros.clone(), zeros.clone()
+        known = group_index >= 0
+        safe = group_index.clamp_min(0)
+        mean, weight, weight_sq, m2, count = (
+            getattr(self, name).index_select(0, safe) for name in ("mean", "weight", "weight_sq", "m2", "count")
+        )
+        std = moments_std(weight, weight_sq, m2, unbiased)
+        if bool(known.all()):
+            return mean, std, count
+        zero = torch.zeros((), dtype=torch.float64)
+        return torch.where(known, mean, zero), torch.where(known, std, zero), torch.where(known, count, zero)
 
     def std(self, unbiased: bool = False) -> torch.Tensor:
         """(K,) history standard deviation of every group; 0 where it is undefined."""
-        weight, m2 = self.weight[: self.num_groups], self.m2[: self.num_groups]
-        denominator = weight - self.weight_sq[: self.num_groups] / weight.clamp_min(1e-300) if unbiased else weight
-        variance = torch.where(denominator > 0, m2 / denominator.clamp_min(1e-300), torch.zeros_like(m2))
-        return variance.clamp_min(0).sqrt()
+        k = self.num_groups
+        return moments_std(self.weight[:k], self.weight_sq[:k], self.m2[:k], unbiased)
 
     def summary(self, unbiased: bool = False) -> dict[Label, dict[str, float]]:
         """Per-group {count, mean, std}: the history as a plain dict (for logging and reports)."""
