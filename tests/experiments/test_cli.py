@@ -130,3 +130,18 @@ def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path
     mtimes = [p.stat().st_mtime for p in summaries]
     assert main(argv) == 0  # everything finished: nothing re-runs
     assert [p.stat().st_mtime for p in summaries] == mtimes
+
+
+def test_models_with_a_chat_template_get_the_prompt_as_a_user_message(toy_model_dir: str, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    model_dir = tmp_path / "chat_model"
+    shutil.copytree(toy_model_dir, model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = "{% for m in messages %}say {{ m['content'] }} for{% endfor %}"
+    tokenizer.save_pretrained(model_dir)
+    run_dir = tmp_path / "run"
+    assert main(train_argv(str(model_dir), run_dir)) == 0
+    examples = json.loads((run_dir / "eval.json").read_text())["examples"]
+    assert all(e["prompt"].startswith("say ") and e["prompt"].endswith(" for") for e in examples)
+    assert len(read_metrics(run_dir / "metrics.jsonl")) == 2  # TRL trained on conversational prompts

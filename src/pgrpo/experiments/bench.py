@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -174,8 +175,11 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 
 def smooth(curve: Sequence[float], width: int = 5) -> np.ndarray:
+    """Trailing mean over ``width`` steps; NaN (a group absent from those batches) where nothing is there."""
     x = np.asarray(curve, dtype=float)
-    return np.array([np.nanmean(x[max(0, i - width + 1) : i + 1]) for i in range(len(x))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
+        return np.array([np.nanmean(x[max(0, i - width + 1) : i + 1]) for i in range(len(x))])
 
 
 def steps_to(curve: Sequence[float], threshold: float) -> float:
@@ -240,7 +244,11 @@ def fmt(value: tuple[float, float], digits: int = 3) -> str:
 
 
 def plot_group_curves(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
-    """Per-group training reward of each variant (mean over seeds, smoothed), one panel per group."""
+    """Per-group training reward of each variant (mean over seeds, smoothed), one panel per group.
+
+    Runs with randomly permuted group labels appear in the "all groups" panel only: the trainer logs their
+    per-group metrics under the permuted labels (their held-out per-group results use the real groups).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,12 +261,16 @@ def plot_group_curves(runs: dict[str, list[dict[str, Any]]], path: Path, title: 
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False, sharex=True)
     for ax, (label, key) in zip(axes.flat, panels, strict=False):
         for variant, seeds in runs.items():
+            if key != "curve" and any(r.get("random_groups") for r in seeds):
+                continue  # its training metrics are keyed by the permuted labels, not by the real groups
             curves = [r[key] if key in ("curve", "worst_curve") else r["group_curves"].get(key, []) for r in seeds]
             length = min(len(c) for c in curves)
             if length == 0:
                 continue
             stacked = np.array([[np.nan if v is None else v for v in c[:length]] for c in curves], dtype=float)
-            mean = smooth(np.nanmean(stacked, 0), 8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a step no seed saw this group: NaN
+                mean = smooth(np.nanmean(stacked, 0), 8)
             ax.plot(np.arange(1, length + 1), mean, label=variant)
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)

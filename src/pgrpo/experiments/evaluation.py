@@ -28,6 +28,14 @@ def score(task: Task, rows: list[dict[str, Any]], completions: list[str]) -> lis
     return [math.nan if r is None else float(r) for r in rewards]
 
 
+def as_model_input(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> str:
+    """The prompt as the model reads it: plain, or a user message through the chat template."""
+    if not chat:
+        return prompt
+    messages = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def balanced_rows(rows: list[dict[str, Any]], group_column: str, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` rows taken round-robin across groups (in dataset order within each group)."""
     by_group: dict[Any, list[dict[str, Any]]] = defaultdict(list)
@@ -88,19 +96,22 @@ def evaluate_policy(
     samples: int = 4,
     max_new_tokens: int = 32,
     seed: int = 0,
+    chat: bool = False,
 ) -> dict[str, Any]:
-    """Per-group held-out rewards and capability retention (see the module docstring)."""
+    """Per-group held-out rewards and capability retention (see the module docstring).
+
+    ``chat``: give the model each prompt as a user message through its chat template (instruct models).
+    """
     was_training = model.training
     model.eval()
     rows = balanced_rows(task.eval_dataset.to_list(), task.group_column, num_prompts)
     groups = [row[task.group_column] for row in rows]
-    prompts = [row["prompt"] for row in rows]
+    prompts = [as_model_input(tokenizer, row["prompt"], chat) for row in rows]
     torch.manual_seed(seed)
     greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     sampled_rows = [row for row in rows for _ in range(samples)]
-    sampled = generate_completions(
-        model, tokenizer, [row["prompt"] for row in sampled_rows], max_new_tokens=max_new_tokens, do_sample=True
-    )
+    sampled_prompts = [p for p in prompts for _ in range(samples)]
+    sampled = generate_completions(model, tokenizer, sampled_prompts, max_new_tokens=max_new_tokens, do_sample=True)
     greedy_reward = score(task, rows, greedy)
     sampled_reward = score(task, sampled_rows, sampled)
     sampled_groups = [row[task.group_column] for row in sampled_rows]
@@ -126,8 +137,8 @@ def evaluate_policy(
         ],
     }
     if reference is not None:
-        policy_logp, lengths = sequence_logprobs(model, tokenizer, [r["prompt"] for r in sampled_rows], sampled)
-        reference_logp, _ = sequence_logprobs(reference, tokenizer, [r["prompt"] for r in sampled_rows], sampled)
+        policy_logp, lengths = sequence_logprobs(model, tokenizer, sampled_prompts, sampled)
+        reference_logp, _ = sequence_logprobs(reference, tokenizer, sampled_prompts, sampled)
         results["kl_to_initial"] = ((policy_logp - reference_logp) / lengths).mean().item()
         results["perplexity_initial"] = perplexity(reference, tokenizer, prompts)
     model.train(was_training)

@@ -178,6 +178,9 @@ def train(run: RunArguments, config: PGRPOConfig, task: Task | None = None) -> d
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    chat = tokenizer.chat_template is not None  # instruct models get the task prompt as a user message
+    if chat:
+        train_dataset = train_dataset.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
     trainer = PGRPOTrainer(
         model=model_path,
         reward_funcs=task.reward_fn,
@@ -205,6 +208,7 @@ def train(run: RunArguments, config: PGRPOConfig, task: Task | None = None) -> d
             run.eval_samples,
             config.max_completion_length,
             config.seed,
+            chat,
         )
         (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
     metrics = read_metrics(run_dir / "metrics.jsonl")
