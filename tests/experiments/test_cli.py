@@ -145,3 +145,14 @@ def test_models_with_a_chat_template_get_the_prompt_as_a_user_message(toy_model_
     examples = json.loads((run_dir / "eval.json").read_text())["examples"]
     assert all(e["prompt"].startswith("say ") and e["prompt"].endswith(" for") for e in examples)
     assert len(read_metrics(run_dir / "metrics.jsonl")) == 2  # TRL trained on conversational prompts
+
+
+@pytest.mark.slow
+def test_demo_trains_both_estimators_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--max_steps", "3", "--seeds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "grpo" in printed and "pgrpo" in printed and "worst" in printed
+    results = json.loads((out / "results.json").read_text())["personas"]
+    assert set(results) == {"grpo", "pgrpo"} and len(results["pgrpo"]["per_group_eval"]) == 7
+    assert (out / "curves_personas.png").stat().st_size > 10_000 and (out / "report.md").exists()
