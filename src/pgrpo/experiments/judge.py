@@ -93,10 +93,11 @@ def same_task_spec(spec_a: dict[str, Any], spec_b: dict[str, Any], run_a: Path, 
 
 
 def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int, do_sample: bool, seed: int) -> list[str]:
-    """Completions of the run's final/ policy for ``prompts`` (seeded, then the model is released)."""
+    """Completions of the run's final/ policy for ``prompts`` (through its chat template if it has one; seeded)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pgrpo.experiments.evaluation import as_model_input
     from pgrpo.models import generate_completions
 
     path = run_dir / "final"
@@ -107,8 +108,10 @@ def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int, do_
     if torch.cuda.is_available():
         model = model.to("cuda")
     model.eval()
+    chat = tokenizer.chat_template is not None  # as in training: instruct models get a user message
+    inputs = [as_model_input(tokenizer, prompt, chat) for prompt in prompts]
     torch.manual_seed(seed)
-    completions = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample)
+    completions = generate_completions(model, tokenizer, inputs, max_new_tokens=max_new_tokens, do_sample=do_sample)
     del model
     return completions
 
