@@ -156,3 +156,21 @@ def test_demo_trains_both_estimators_and_writes_the_report(tmp_path: Path, capsy
     results = json.loads((out / "results.json").read_text())["personas"]
     assert set(results) == {"grpo", "pgrpo"} and len(results["pgrpo"]["per_group_eval"]) == 7
     assert (out / "curves_personas.png").stat().st_size > 10_000 and (out / "report.md").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_train_command_runs_under_torchrun(toy_model_dir: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pgrpo",
+               *train_argv(toy_model_dir, run_dir), "--ddp_backend", "gloo"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and (run_dir / "final" / "model.safetensors").exists()
+    assert [m["step"] for m in read_metrics(run_dir / "metrics.jsonl")] == [1, 2]  # one writer: the main process

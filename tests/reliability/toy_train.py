@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer.save_model(str(final))
     if trainer.accelerator.is_main_process:
         save_group_stats(trainer.advantage_engine, final / STATS_FILE)
+    trainer.accelerator.end_training()  # destroys the process group: gloo threads left alive abort the exit
 
 
 if __name__ == "__main__":

@@ -193,8 +193,7 @@ def train(run: RunArguments, config: PGRPOConfig, task: Task | None = None) -> d
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
-    if trainer.accelerator.is_main_process:
-        trainer.save_model(str(run_dir / "final"))
+    trainer.save_model(str(run_dir / "final"))  # on every process: ZeRO-3 / FSDP gather the weights collectively
 
     evaluation: dict[str, Any] = {}
     if run.eval_prompts > 0 and trainer.accelerator.is_main_process:
@@ -228,4 +227,6 @@ def train(run: RunArguments, config: PGRPOConfig, task: Task | None = None) -> d
     }
     if trainer.accelerator.is_main_process:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if trainer.accelerator.num_processes > 1:
+        trainer.accelerator.end_training()  # destroys the process group: gloo threads left alive abort the exit
     return summary
