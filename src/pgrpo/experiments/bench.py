@@ -108,6 +108,10 @@ def run_flags(args: BenchArguments, task: str, variant: str, seed: int, regime: 
 
 def planned_runs(args: BenchArguments) -> list[tuple[Path, list[str]]]:
     root = Path(args.out) / "runs"
+    if args.sweep:  # each regime's directory names its setting, for the report
+        for index, regime in enumerate(REGIMES):
+            (root / "sweep" / f"r{index}").mkdir(parents=True, exist_ok=True)
+            (root / "sweep" / f"r{index}" / "regime.txt").write_text(regime)
     runs = []
     for seed in range(args.seeds):
         for task in args.tasks:
@@ -116,12 +120,10 @@ def planned_runs(args: BenchArguments) -> list[tuple[Path, list[str]]]:
                     (root / "matrix" / task / variant / f"seed{seed}", run_flags(args, task, variant, seed, {}))
                 )
         if args.sweep:
-            for index, (regime, settings) in enumerate(REGIMES.items()):
+            for index, settings in enumerate(REGIMES.values()):
                 for variant in SWEEP_VARIANTS:
                     run_dir = root / "sweep" / f"r{index}" / variant / f"seed{seed}"
                     runs.append((run_dir, run_flags(args, "personas", variant, seed, settings)))
-                    (root / "sweep" / f"r{index}").mkdir(parents=True, exist_ok=True)
-                    (root / "sweep" / f"r{index}" / "regime.txt").write_text(regime)
     return runs
 
 
