@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +22,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.toy import build_toy_model_dir, toy_dataset, toy_reward
-
+from pgrpo.testing import build_toy_model_dir, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 
 CONFIG = {

@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-from tests.toy import build_toy_model_dir
+from pgrpo.testing import build_toy_model_dir
 
 
 @pytest.fixture(scope="session")

@@ -1,87 +1,94 @@
-"""The ``pgrpo`` command: ``train``, ``demo``, ``bench``, ``report``, ``judge``.
+"""The ``pgrpo`` command line.
 
     pgrpo train --task personas --estimator pgrpo --max_steps 60          # one run
     pgrpo train --config my_run.yaml --learning_rate 5e-4                   # YAML + flags, as TRL's scripts
-    pgrpo demo                                                              # GRPO vs P-GRPO, < 5 min on CPU
+    pgrpo demo                                                              # GRPO vs P-GRPO, < 2 min on CPU
     pgrpo bench --config configs/bench.yaml                                 # the experiment matrix
     pgrpo report runs/bench                                                 # tables + figures of a bench
     pgrpo judge runs/a runs/b [--judge llm --llm_url URL --llm_model NAME]  # per-group win rate of A over B
     pgrpo <command> --help                                                  # every option, explained
 
-``train`` accepts every ``PGRPOConfig`` (= TRL ``GRPOConfig`` + P-GRPO) field as a flag or YAML key;
-the embedded defaults suit a tiny model on a CPU and are overridden by ``--config`` and flags.
-It works under ``accelerate launch`` and ``torchrun``.
+Every command parses its options the same way, with TRL's ``TrlParser``: each option is a flag and a
+key of the YAML file given by ``--config`` (flags win). ``train`` accepts every ``PGRPOConfig``
+(= TRL ``GRPOConfig`` + P-GRPO) field; its embedded defaults suit a tiny model on a CPU. It works
+under ``accelerate launch`` and ``torchrun``.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 
-USAGE = __doc__
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: dataclasses of options parsed by ``TrlParser``, then ``run(*parsed) -> exit code``.
 
+    defaults:   called at parse time for parser defaults that differ from the dataclasses' own.
+    positional: fields that may also be given as leading bare arguments (``pgrpo report DIR`` = ``--bench_dir DIR``).
+    """
 
-def cpu_friendly_defaults() -> dict[str, Any]:
-    """Trainer defaults for the tiny task models; TRL's own suit billion-parameter models on GPUs."""
-    gpu = torch.cuda.is_available()
-    return {
-        "per_device_train_batch_size": 32,
-        "num_generations": 4,
-        "max_completion_length": 24,
-        "learning_rate": 5e-4,
-        "max_steps": 60,
-        "beta": 0.0,
-        "bf16": gpu,
-        "use_cpu": not gpu,
-        "gradient_checkpointing": False,
-        "report_to": "none",
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 20,
-        "save_total_limit": 2,
-        "seed": 0,
-        "output_dir": "runs/_unused",
-    }
+    arguments: tuple[type, ...]
+    run: Callable[..., int]
+    defaults: Callable[[], dict[str, Any]] | None = None
+    positional: tuple[str, ...] = ()
 
 
-def parse_train(argv: Sequence[str]) -> tuple[Any, Any]:
+# name -> ("module:attribute" of its Command, one-line help); a module is imported only when its command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("pgrpo.experiments.runs:TRAIN", "train one policy on a task and evaluate it (one run directory)"),
+    "demo": ("pgrpo.experiments.bench:DEMO", "GRPO vs P-GRPO on personas with the tiny policy, in about a minute"),
+    "bench": ("pgrpo.experiments.bench:BENCH", "the experiment matrix: tasks x variants x seeds, then the report"),
+    "report": ("pgrpo.experiments.bench:REPORT", "tables, figures and results.json of a bench directory"),
+    "judge": ("pgrpo.experiments.judge:JUDGE", "per-group win rate of one run's policy over another's"),
+}
+
+
+def leading_positionals_as_flags(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+    """``["a", "b", "--x", "1"]`` with names ``("p", "q")`` -> ``["--p", "a", "--q", "b", "--x", "1"]``."""
+    argv = list(argv)
+    flags: list[str] = []
+    for name in names:
+        if not argv or argv[0].startswith("-"):
+            break
+        flags += [f"--{name}", argv.pop(0)]
+    return flags + argv
+
+
+def run_command(name: str, command: Command, argv: Sequence[str]) -> int:
+    """Parse ``argv`` into the command's dataclasses (``--help`` exits here) and run it."""
     from trl import TrlParser
 
-    from pgrpo.experiments.runs import RunArguments
-    from pgrpo.trainer import PGRPOConfig
+    parser = TrlParser(command.arguments, prog=f"pgrpo {name}")
+    if command.defaults is not None:
+        parser.set_defaults(**command.defaults())
+    parsed = parser.parse_args_and_config(leading_positionals_as_flags(argv, command.positional))
+    return command.run(*parsed)
 
-    parser = TrlParser((RunArguments, PGRPOConfig), prog="pgrpo train")
-    parser.set_defaults(**cpu_friendly_defaults())
-    run, config = parser.parse_args_and_config(list(argv))
-    return run, config
+
+def load_command(name: str) -> Command:
+    module, attribute = COMMANDS[name][0].split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="pgrpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        commands.add_parser(name, help=help_text, add_help=False)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        parser.print_help()
         return 0
-    command, rest = argv[0], argv[1:]
-    if command == "train":
-        from pgrpo.experiments.runs import train
-
-        run, config = parse_train(rest)
-        summary = train(run, config)
-        print(f"finished {summary['steps']} steps; eval: {summary['eval']}")
-        return 0
-    if command in ("demo", "bench", "report"):
-        from pgrpo.experiments import bench
-
-        return getattr(bench, f"{command}_main")(rest)
-    if command == "judge":
-        from pgrpo.experiments.judge import judge_main
-
-        return judge_main(rest)
-    print(f"Unknown command {command!r}.\n{USAGE}", file=sys.stderr)
-    return 2
+    if argv[0] not in COMMANDS:
+        parser.error(f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)} (pgrpo --help)")
+    return run_command(argv[0], load_command(argv[0]), argv[1:])
 
 
 if __name__ == "__main__":

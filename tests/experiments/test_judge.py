@@ -26,8 +26,8 @@ from pgrpo.experiments.judge import (
     parse_verdict,
     reward_verdict,
 )
+from pgrpo.testing import build_toy_model_dir
 from tests.experiments.test_cli import train_argv
-from tests.toy import build_toy_model_dir
 
 SECRET = "sk-test-never-shown-0123456789"
 

@@ -21,9 +21,9 @@ from datasets import Dataset, IterableDataset
 
 from pgrpo.core import AdvantageEngine, GroupRewardTracker, get_estimator
 from pgrpo.core.estimators import AdvantageBatch
+from pgrpo.testing import CPU_ARGS, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 from pgrpo.trainer.trainer import STATS_FILE
-from tests.toy import CPU_ARGS, toy_dataset, toy_reward
 
 
 class RecordingTrainer(PGRPOTrainer):

@@ -13,6 +13,7 @@ rewards and labels, the global and local advantages). At the end rank 0 writes `
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import time
@@ -22,9 +23,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from pgrpo.testing import toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 from pgrpo.trainer.trainer import STATS_FILE, save_group_stats
-from tests.toy import toy_dataset, toy_reward
 
 
 class DumpingTrainer(PGRPOTrainer):
@@ -135,7 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     trainer.save_model(str(final))
     if trainer.accelerator.is_main_process:
         save_group_stats(trainer.advantage_engine, final / STATS_FILE)
-    trainer.accelerator.end_training()  # destroys the process group: gloo threads left alive abort the exit
+    accelerator = trainer.accelerator
+    del trainer  # the DDP wrapper holds the process group: free it first, else gloo threads may abort the exit
+    gc.collect()
+    accelerator.end_training()  # destroys the process group
 
 
 if __name__ == "__main__":

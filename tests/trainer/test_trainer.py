@@ -15,9 +15,9 @@ from packaging.specifiers import SpecifierSet
 from trl import GRPOConfig, GRPOTrainer
 
 from pgrpo.core import ESTIMATORS
+from pgrpo.testing import CPU_ARGS, toy_dataset, toy_reward
 from pgrpo.trainer import OVERRIDDEN_TRL_METHODS, SUPPORTED_TRL, PGRPOConfig, PGRPOTrainer, check_trl_version
 from pgrpo.trainer.trainer import STATS_FILE
-from tests.toy import CPU_ARGS, toy_dataset, toy_reward
 
 
 def make_trainer(model_dir: str, output_dir: Path, max_steps: int = 3, dataset=None, **overrides) -> PGRPOTrainer:

@@ -13,19 +13,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from pgrpo.cli import Command
 from pgrpo.experiments.runs import read_metrics
 
 # name -> flags of `pgrpo train` that define the variant
@@ -373,14 +375,16 @@ def write_report(bench_dir: Path, command: str = "") -> Path:
 
 
 # ----------------------------------------------------------------------------- commands
-def parse(dataclass_type: type, argv: Sequence[str], prog: str, **defaults: Any) -> Any:
-    from trl import TrlParser
-
-    parser = TrlParser((dataclass_type,), prog=prog)
-    if defaults:
-        parser.set_defaults(**defaults)
-    (parsed,) = parser.parse_args_and_config(list(argv))
-    return parsed
+def command_line(prog: str, args: Any) -> str:
+    """``prog`` with the flags of every option of the dataclass ``args`` that differs from its default."""
+    flags = []
+    for spec in fields(args):
+        value = getattr(args, spec.name)
+        default = spec.default_factory() if spec.default_factory is not MISSING else spec.default
+        if value != default:
+            values = value if isinstance(value, list) else [value]
+            flags.append(f"--{spec.name} " + " ".join(shlex.quote(str(v)) for v in values))
+    return " ".join([prog, *flags])
 
 
 def prebuild_policies(builds: Sequence[tuple[str, dict[str, Any]]]) -> None:
@@ -397,14 +401,13 @@ def prebuild_policies(builds: Sequence[tuple[str, dict[str, Any]]]) -> None:
             done.add(path)
 
 
-def bench_main(argv: Sequence[str]) -> int:
-    args = parse(BenchArguments, argv, "pgrpo bench")
+def bench(args: BenchArguments) -> int:
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"Unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "pgrpo bench " + " ".join(argv)
+    command = command_line("pgrpo bench", args)
     start = time.perf_counter()
     if json.loads(args.train_options).get("model", "tiny") == "tiny":
         regimes = [regime.get("task_options", {}) for regime in REGIMES.values()] if args.sweep else []
@@ -415,11 +418,15 @@ def bench_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def report_main(argv: Sequence[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: pgrpo report BENCH_DIR   (writes BENCH_DIR/report.md, results.json and figures)")
-        return 0
-    print(f"report: {write_report(Path(argv[0]))}")
+@dataclass
+class ReportArguments:
+    bench_dir: str = field(
+        default="runs/bench", metadata={"help": "Bench directory; report.md, results.json and figures go there."}
+    )
+
+
+def report(args: ReportArguments) -> int:
+    print(f"report: {write_report(Path(args.bench_dir))}")
     return 0
 
 
@@ -430,29 +437,28 @@ class DemoArguments:
     seeds: int = field(default=2, metadata={"help": "Seeds per estimator (runs go two at a time on two cores)."})
 
 
-def demo_main(argv: Sequence[str]) -> int:
+def demo(args: DemoArguments) -> int:
     """GRPO vs P-GRPO on personas with the tiny model: summary table + per-group reward curves."""
-    demo = parse(DemoArguments, argv, "pgrpo demo")
-    args = BenchArguments(
-        out=demo.out,
+    matrix = BenchArguments(
+        out=args.out,
         tasks=["personas"],
         variants=["grpo", "pgrpo"],
-        seeds=demo.seeds,
+        seeds=args.seeds,
         sweep=False,
-        max_steps=demo.max_steps,
+        max_steps=args.max_steps,
     )
     start = time.perf_counter()
     prebuild_policies([("personas", {})])
-    execute(planned_runs(args), args.jobs or os.cpu_count() or 1)
-    report = write_report(Path(demo.out), "pgrpo demo " + " ".join(argv))
-    table = summarize(collect(Path(demo.out) / "runs"))["personas"]
+    execute(planned_runs(matrix), matrix.jobs or os.cpu_count() or 1)
+    report_path = write_report(Path(args.out), command_line("pgrpo demo", args))
+    table = summarize(collect(Path(args.out) / "runs"))["personas"]
     print_summary(table)
     print(
-        f"\nMeans over {demo.seeds} seed(s). With 5 seeds (docs/results/README.md) P-GRPO's held-out gains on personas"
+        f"\nMeans over {args.seeds} seed(s). With 5 seeds (docs/results/README.md) P-GRPO's held-out gains on personas"
     )
     print("stay inside seed noise, and P-GRPO with randomly permuted group labels does as well.")
-    figure = report.parent / "curves_personas.png"
-    print(f"\nwall time {time.perf_counter() - start:.0f} s; report: {report}; figure: {figure}")
+    figure = report_path.parent / "curves_personas.png"
+    print(f"\nwall time {time.perf_counter() - start:.0f} s; report: {report_path}; figure: {figure}")
     return 0
 
 
@@ -469,3 +475,8 @@ def print_summary(table: dict[str, Any]) -> None:
             f"{variant:<10} {row['eval reward (sampled)'][0]:>8.3f} {row['eval worst group (sampled)'][0]:>8.3f} "
             f"{row['steps to 90% of grpo final'][0]:>9.0f} {cells}"
         )
+
+
+DEMO = Command(arguments=(DemoArguments,), run=demo)
+BENCH = Command(arguments=(BenchArguments,), run=bench)
+REPORT = Command(arguments=(ReportArguments,), run=report, positional=("bench_dir",))

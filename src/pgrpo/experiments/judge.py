@@ -24,7 +24,6 @@ difference" and a policy judged against itself scores exactly 0.5 with the rewar
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -33,11 +32,13 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pgrpo.cli import Command
 
 TIE_TOLERANCE = 1e-9
 VERDICTS = ("a", "b", "tie", "unparseable")
@@ -477,35 +478,42 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def judge_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="pgrpo judge",
-        description="Per-group win rate of run A's final policy over run B's on the task's held-out prompts.",
-    )
-    parser.add_argument("run_a", help="Run directory A (config.yaml + final/).")
-    parser.add_argument("run_b", help="Run directory B, trained on the same task.")
-    parser.add_argument(
-        "--judge",
-        choices=("reward", "llm"),
+@dataclass
+class JudgeArguments:
+    """`pgrpo judge A B`: per-group win rate of run A's final policy over run B's on the task's held-out prompts."""
+
+    run_a: str = field(default="", metadata={"help": "Run directory A (config.yaml + final/)."})
+    run_b: str = field(default="", metadata={"help": "Run directory B, trained on the same task."})
+    judge: str = field(
         default="reward",
-        help="reward: the task's reward model (offline); llm: an OpenAI-compatible endpoint.",
+        metadata={
+            "help": "reward: the task's reward model (offline); llm: an OpenAI-compatible endpoint.",
+            "choices": ["reward", "llm"],
+        },
     )
-    parser.add_argument("--llm_url", help="OpenAI-compatible server, with or without /v1 (e.g. http://127.0.0.1:8000).")
-    parser.add_argument("--llm_model", help="Model name on that server (default: the only model it lists).")
-    parser.add_argument(
-        "--api_key_env",
+    llm_url: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible server, with or without /v1 (e.g. http://127.0.0.1:8000)."}
+    )
+    llm_model: str | None = field(default=None, metadata={"help": "Model name on that server (default: its only one)."})
+    api_key_env: str = field(
         default="OPENAI_API_KEY",
-        help="Environment variable holding the API key (sent only if set; never printed).",
+        metadata={"help": "Environment variable holding the API key (sent only if set; never printed)."},
     )
-    parser.add_argument("--num_prompts", type=int, default=70, help="Held-out prompts, balanced across groups.")
-    parser.add_argument("--samples", type=int, default=1, help="Completions per prompt (1: greedy, >1: sampled).")
-    parser.add_argument(
-        "--max_new_tokens", type=int, default=None, help="Completion length (default: the runs' max_completion_length)."
+    num_prompts: int = field(default=70, metadata={"help": "Held-out prompts, balanced across groups."})
+    samples: int = field(default=1, metadata={"help": "Completions per prompt (1: greedy, >1: sampled)."})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Completion length (default: the runs' max_completion_length)."}
     )
-    parser.add_argument("--llm_max_tokens", type=int, default=16, help="Tokens the LLM judge may answer with.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of sampling and of the A/B order shown to the LLM.")
-    parser.add_argument("--out", help="Write the full results (per group, pairs, metadata) to this JSON file.")
-    args = parser.parse_args(list(argv))
+    llm_max_tokens: int = field(default=16, metadata={"help": "Tokens the LLM judge may answer with."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and of the A/B order shown to the LLM."})
+    out: str | None = field(
+        default=None, metadata={"help": "Write the full results (per group, pairs, metadata) to this JSON file."}
+    )
+
+
+def judge_command(args: JudgeArguments) -> int:
+    if not (args.run_a and args.run_b):
+        raise ValueError("Give two run directories: pgrpo judge RUN_A RUN_B.")
     results = judge_runs(
         args.run_a,
         args.run_b,
@@ -524,3 +532,6 @@ def judge_main(argv: Sequence[str]) -> int:
     if args.out:
         print(f"results: {args.out}")
     return 0
+
+
+JUDGE = Command(arguments=(JudgeArguments,), run=judge_command, positional=("run_a", "run_b"))

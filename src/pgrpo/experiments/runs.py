@@ -15,6 +15,7 @@ resumes from its last checkpoint, provided its config is the same.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import random
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from pgrpo.cli import Command
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.models import policy_path
 from pgrpo.tasks import Task, build_task
@@ -225,8 +228,43 @@ def train(run: RunArguments, config: PGRPOConfig, task: Task | None = None) -> d
         "eval": {k: v for k, v in evaluation.items() if k != "examples"},
         "resumed": resuming,
     }
-    if trainer.accelerator.is_main_process:
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if trainer.accelerator.num_processes > 1:
-        trainer.accelerator.end_training()  # destroys the process group: gloo threads left alive abort the exit
+    if accelerator.num_processes > 1:
+        del trainer  # the DDP wrapper holds the process group: free it first, else gloo threads may abort the exit
+        gc.collect()
+        accelerator.end_training()  # destroys the process group
     return summary
+
+
+def cpu_friendly_defaults() -> dict[str, Any]:
+    """`pgrpo train` defaults for the tiny task models; TRL's own suit billion-parameter models on GPUs."""
+    gpu = torch.cuda.is_available()
+    return {
+        "per_device_train_batch_size": 32,
+        "num_generations": 4,
+        "max_completion_length": 24,
+        "learning_rate": 5e-4,
+        "max_steps": 60,
+        "beta": 0.0,
+        "bf16": gpu,
+        "use_cpu": not gpu,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 20,
+        "save_total_limit": 2,
+        "seed": 0,
+        "output_dir": "runs/_unused",
+    }
+
+
+def train_command(run: RunArguments, config: PGRPOConfig) -> int:
+    summary = train(run, config)
+    print(f"finished {summary['steps']} steps; eval: {summary['eval']}")
+    return 0
+
+
+TRAIN = Command(arguments=(RunArguments, PGRPOConfig), run=train_command, defaults=cpu_friendly_defaults)

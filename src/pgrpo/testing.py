@@ -1,4 +1,4 @@
-"""A toy preference-grouped task and a tiny policy for trainer tests (built locally, no downloads).
+"""A toy preference-grouped task and a tiny policy for tests and benchmarks (built locally, no downloads).
 
 Two groups with different reward scales: group ``"big"`` (the majority) scores the share of
 ``up`` words, group ``"small"`` scores the share of ``down`` words times 10.
