@@ -4,7 +4,7 @@ The tokenizer is a ``tokenizers`` WordLevel model trained on ``task.corpus()`` (
 split on whitespace and punctuation; special tokens ``<pad> <unk> <bos> <eos>``; a few hundred
 words for the built-in tasks), wrapped as ``PreTrainedTokenizerFast`` with left padding. The
 model is a ``LlamaForCausalLM`` with tied embeddings (hidden 128, 2 layers, 4 heads: ~0.4M
-parameters) trained with TRL's ``SFTTrainer`` on ``task.sft_dataset`` (prompt/completion,
+parameters) trained with a short supervised loop on ``task.sft_dataset`` (prompt/completion,
 loss on completion tokens only, eos appended) so that it answers on topic before RL.
 
 The result is saved (``save_pretrained`` of model and tokenizer, plus ``pgrpo_policy.json``
@@ -18,7 +18,6 @@ e.g. ``GRPOTrainer(model=path)``.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
+from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -34,15 +34,14 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
-    PrinterCallback,
+    get_cosine_schedule_with_warmup,
 )
-from trl import SFTConfig, SFTTrainer
 
 from pgrpo.models.cache import build_once, default_cache_dir, fingerprint
 from pgrpo.tasks.base import Task
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
-FORMAT_VERSION = 1  # bump when a change here changes what a cached build contains
+FORMAT_VERSION = 2  # bump when a change here changes what a cached build contains
 
 
 def build_word_tokenizer(texts: list[str], max_vocab: int = 2048, max_length: int = 128) -> PreTrainedTokenizerFast:
@@ -133,34 +132,50 @@ def _sft(
     max_length: int,
     seed: int,
 ) -> float:
-    """Completion-only SFT of ``model`` in place on ``task.sft_dataset``; returns the mean training loss."""
-    with tempfile.TemporaryDirectory() as output_dir:
-        args = SFTConfig(
-            output_dir=output_dir,
-            max_steps=steps,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=steps // 10,
-            weight_decay=0.0,
-            max_length=max_length,
-            completion_only_loss=True,
-            save_strategy="no",
-            logging_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            use_cpu=True,
-            seed=seed,
-            data_seed=seed,
-        )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=task.sft_dataset, processing_class=tokenizer)
-        trainer.remove_callback(PrinterCallback)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the matrices are too small to gain from threads, and spin-waits on busy CPUs cost
-        try:
-            return trainer.train().training_loss
-        finally:
-            torch.set_num_threads(threads)
+    """Completion-only SFT of ``model`` in place on ``task.sft_dataset``; returns the mean training loss.
+
+    Cross-entropy on the completion tokens (eos appended) of shuffled prompt/completion pairs, epoch after epoch;
+    AdamW (no weight decay), 10% linear warm-up then cosine decay, gradients clipped at norm 1, fp32 on the CPU.
+    A plain loop, not TRL's ``SFTTrainer``: a Trainer fixes accelerate's process-wide state (device, mixed
+    precision) when it is created, so a P-GRPO trainer created later in the same process with other settings
+    would fail; and a 0.4M-parameter model gains nothing from an accelerator.
+    """
+    pairs = zip(task.sft_dataset["prompt"], task.sft_dataset["completion"], strict=True)
+    examples = []
+    for prompt, completion in pairs:
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (prompt_ids + completion_ids)[:max_length]
+        labels = ([-100] * len(prompt_ids) + completion_ids)[:max_length]
+        examples.append((torch.tensor(ids), torch.tensor(labels)))
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, steps // 10, steps)
+    order = torch.randperm(len(examples), generator=generator)
+    cursor, losses = 0, []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the matrices are too small to gain from threads, and spin-waits on busy CPUs cost
+    model.train()
+    try:
+        for _ in range(steps):
+            if cursor + batch_size > len(order):  # next epoch
+                order, cursor = torch.randperm(len(examples), generator=generator), 0
+            batch = [examples[i] for i in order[cursor : cursor + batch_size].tolist()]
+            cursor += batch_size
+            ids = pad_sequence([x for x, _ in batch], batch_first=True, padding_value=tokenizer.pad_token_id)
+            labels = pad_sequence([y for _, y in batch], batch_first=True, padding_value=-100)
+            mask = pad_sequence([torch.ones_like(x) for x, _ in batch], batch_first=True, padding_value=0)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    return sum(losses) / len(losses)
 
 
 def build_tiny_policy(
