@@ -40,7 +40,7 @@ class Command:
 
 # name -> ("module:attribute" of its Command, one-line help); a module is imported only when its command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("pgrpo.experiments.runs:TRAIN", "train one policy on a task and evaluate it (one run directory)"),
+    "train": ("pgrpo.experiments.train:TRAIN", "train one policy on a task and evaluate it (one run directory)"),
     "demo": ("pgrpo.experiments.bench:DEMO", "GRPO vs P-GRPO on personas with the tiny policy, in about a minute"),
     "bench": ("pgrpo.experiments.bench:BENCH", "the experiment matrix: tasks x variants x seeds, then the report"),
     "report": ("pgrpo.experiments.bench:REPORT", "tables, figures and results.json of a bench directory"),

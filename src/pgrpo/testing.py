@@ -41,7 +41,9 @@ def build_toy_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_toy_model_dir(directory: Path, seed: int = 0, hidden_size: int = 32, num_layers: int = 1) -> str:
+def build_toy_model_dir(
+    directory: Path, seed: int = 0, hidden_size: int = 32, num_layers: int = 1, tie_word_embeddings: bool = False
+) -> str:
     tokenizer = build_toy_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -55,6 +57,7 @@ def build_toy_model_dir(directory: Path, seed: int = 0, hidden_size: int = 32, n
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=tie_word_embeddings,
     )
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -17,7 +17,7 @@ from pgrpo.experiments.runs import read_metrics
 
 def train_argv(model_dir: str, run_dir: Path, *extra: str) -> list[str]:
     return [
-        "train", "--task", "personas", "--model", model_dir, "--run_dir", str(run_dir), "--max_steps", "2",
+        "train", "--task", "personas", "--model_name_or_path", model_dir, "--run_dir", str(run_dir), "--max_steps", "2",
         "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "4",
         "--eval_prompts", "7", "--eval_samples", "1", "--disable_tqdm", "true", *extra,
     ]  # fmt: skip
@@ -116,8 +116,8 @@ def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path
     out = tmp_path / "bench"
     argv = ["bench", "--out", str(out), "--tasks", "personas", "--variants", "grpo", "pgrpo", "pgrpo_random",
             "--seeds", "2", "--sweep", "false", "--max_steps", "2", "--prompts_per_step", "2", "--eval_prompts", "7",
-            "--jobs", "2", "--train_options", json.dumps({"model": toy_model_dir, "max_completion_length": 4,
-                                                          "eval_samples": 1})]  # fmt: skip
+            "--jobs", "2", "--train_options", json.dumps({"model_name_or_path": toy_model_dir,
+                                                          "max_completion_length": 4, "eval_samples": 1})]  # fmt: skip
     assert main(argv) == 0
     summaries = sorted(out.glob("runs/matrix/personas/*/seed*/summary.json"))
     assert len(summaries) == 6

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from pgrpo.models import (
     policy_path,
 )
 from pgrpo.tasks import build_task
+from pgrpo.testing import build_toy_tokenizer
 
 SFT_STEPS = 100  # shorter than the default 200 to keep the suite fast; still a clear warm start
 
@@ -47,10 +47,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(task, cache):
-    """The warm-started tiny policy, built into an empty cache, and the seconds the build took."""
-    start = time.perf_counter()
-    model, tokenizer = build_tiny_policy(task, cache, sft_steps=SFT_STEPS)
-    return model, tokenizer, time.perf_counter() - start
+    """The warm-started tiny policy, built into an empty cache."""
+    return build_tiny_policy(task, cache, sft_steps=SFT_STEPS)
 
 
 def mean_rewards(task, model, tokenizer, per_group: int = 10) -> dict[str, float]:
@@ -73,15 +71,19 @@ def test_tokenizer_is_small_word_level(task) -> None:
 
 
 @pytest.mark.slow
-def test_tiny_policy_is_cached(tiny, task, cache) -> None:
-    model, _, build_seconds = tiny
-    assert build_seconds < 120
-    start = time.perf_counter()
+def test_tiny_policy_is_cached(tiny, task, cache, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, _ = tiny
+    path = Path(policy_path(task, "tiny", cache, sft_steps=SFT_STEPS))
+    built = {p.name: p.stat().st_mtime_ns for p in path.iterdir()}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached policy was trained again")
+
+    monkeypatch.setattr("pgrpo.models.tiny._sft", no_training)
     again, tokenizer = build_tiny_policy(task, cache, sft_steps=SFT_STEPS)
-    assert time.perf_counter() - start < build_seconds / 5
+    assert {p.name: p.stat().st_mtime_ns for p in path.iterdir()} == built  # read, not rewritten
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
-    path = Path(policy_path(task, "tiny", cache, sft_steps=SFT_STEPS))
     report = json.loads((path / "pgrpo_policy.json").read_text())
     assert report["sft_steps"] == SFT_STEPS and report["vocab_size"] == len(tokenizer) and report["sft_loss"] > 0
     assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []  # no temporary build left behind
@@ -91,7 +93,7 @@ def test_tiny_policy_is_cached(tiny, task, cache) -> None:
 
 @pytest.mark.slow
 def test_sft_warm_start_raises_reward(tiny, task, cache) -> None:
-    model, tokenizer, _ = tiny
+    model, tokenizer = tiny
     untrained, untrained_tokenizer = load_policy(task, "tiny", cache, sft_steps=0)
     assert untrained_tokenizer.get_vocab() == tokenizer.get_vocab()
     before = mean_rewards(task, untrained, untrained_tokenizer)
@@ -137,9 +139,9 @@ def test_smollm2_loads_offline_and_trains_one_step(tmp_path: Path) -> None:
     model, tokenizer = load_policy(None, "smollm2", tmp_path)
     assert 134e6 < model.num_parameters() < 135e6
     assert getattr(model.config, "quantization_config", None) is None and tokenizer.chat_template
-    start = time.perf_counter()
+    converted = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "smollm2-135m-instruct").iterdir()}
     cached, _ = load_smollm2(tmp_path)
-    assert time.perf_counter() - start < 10 and (tmp_path / "smollm2-135m-instruct" / "config.json").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "smollm2-135m-instruct").iterdir()} == converted
     assert torch.equal(cached.lm_head.weight, model.lm_head.weight)
     batch = tokenizer(["Jamal asks: any hip hop for a road trip? Try Outkast."], return_tensors="pt")
     parameter = model.model.layers[0].mlp.down_proj.weight
@@ -150,3 +152,29 @@ def test_smollm2_loads_offline_and_trains_one_step(tmp_path: Path) -> None:
     optimizer.step()
     assert math.isfinite(loss.item()) and loss.item() < 8.0  # a trained model, not a random one (ln 49152 = 10.8)
     assert not torch.equal(parameter.detach(), before)
+
+
+def test_prompts_are_encoded_as_trl_encodes_them_for_training(toy_model_dir: str, tmp_path: Path) -> None:
+    """Evaluation and judging must feed the model what training fed it: one BOS, from the template or the tokenizer."""
+    from tokenizers import processors
+
+    from pgrpo.models import encode_prompts
+    from pgrpo.testing import CPU_ARGS, toy_dataset, toy_reward
+
+    tokenizer = build_toy_tokenizer()
+    bos = tokenizer.convert_tokens_to_ids("<eos>")  # the toy's bos token
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<eos> $A", special_tokens=[("<eos>", bos)]
+    )  # the tokenizer adds BOS to plain text, and the chat template writes its own
+    tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}say {{ m['content'] }}{% endfor %} for"
+    args = GRPOConfig(output_dir=str(tmp_path), max_steps=1, **CPU_ARGS)
+    trainer = GRPOTrainer(
+        model=toy_model_dir, reward_funcs=toy_reward, args=args, train_dataset=toy_dataset(), processing_class=tokenizer
+    )
+    prompts = ["up down", "left"]
+    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    trl_chat, _, _ = trainer._tokenize_prompts(conversations)
+    trl_plain, _, _ = trainer._tokenize_prompts(prompts)
+    assert encode_prompts(tokenizer, prompts, chat=True) == [list(ids) for ids in trl_chat]
+    assert encode_prompts(tokenizer, prompts, chat=False) == [list(ids) for ids in trl_plain]
+    assert [ids.count(bos) for ids in encode_prompts(tokenizer, prompts, chat=True)] == [1, 1]

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from pgrpo.core import AdvantageEngine, EngineOptions
 from pgrpo.trainer.trainer import STATS_FILE
+from tests.core.reference import advantage_reference, history_reference
 
 NUM_GENERATIONS = 4  # toy_train's num_generations
 REPO = Path(__file__).resolve().parents[2]
@@ -96,13 +98,13 @@ def read_dumps(dump_dir: Path, num_processes: int) -> list[list[dict]]:
 
 
 def check_consistent_run(dump_dir: Path, output_dir: Path, num_processes: int, num_batches: int) -> list[list[dict]]:
-    """Every rank held the same statistics after every batch, its slice of the same advantages, and one
-    single-process ``AdvantageEngine`` fed the gathered batches reproduces advantages and statistics exactly.
+    """Every rank held the same statistics after every batch and its slice of the same advantages, and those equal
+    the NumPy reference (``tests/core/reference.py``) fed the gathered rewards and labels of every batch so far.
     Returns the records (``records[rank][batch]``)."""
     records = read_dumps(dump_dir, num_processes)
     assert [len(r) for r in records] == [num_batches] * num_processes
-    first = records[0][0]
-    engine = AdvantageEngine(EngineOptions(**first["state"]["options"]), group_column=first["state"]["group_column"])
+    seen_rewards: list[float] = []
+    seen_groups: list[str] = []
     for batch, per_rank in enumerate(zip(*records, strict=True)):
         main = per_rank[0]
         assert main["num_processes"] == num_processes
@@ -110,16 +112,23 @@ def check_consistent_run(dump_dir: Path, output_dir: Path, num_processes: int, n
             assert record["process_index"] == rank
             for key in ("state", "rewards_per_func", "groups", "advantages"):
                 assert record[key] == main[key], f"batch {batch}: rank {rank} differs from rank 0 in {key}"
-        local = torch.tensor([value for record in per_rank for value in record["local_advantages"]])
-        torch.testing.assert_close(local, torch.tensor(main["advantages"], dtype=torch.float32), rtol=0, atol=0)
+        local = [value for record in per_rank for value in record["local_advantages"]]
+        assert local == [float(np.float32(a)) for a in main["advantages"]], f"batch {batch}: slices"
 
-        rewards_per_func = torch.tensor(main["rewards_per_func"], dtype=torch.float32)
-        rewards = (rewards_per_func * torch.tensor(main["reward_weights"])).nansum(dim=1)
-        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-        prompt_index = torch.arange(len(rewards)) // NUM_GENERATIONS
-        advantages = engine(rewards, prompt_index, main["groups"], update=True)
-        assert torch.equal(advantages, torch.tensor(main["advantages"], dtype=torch.float64)), f"batch {batch}"
-        assert engine.state_dict() == main["state"], f"batch {batch}"
-    assert json.loads((output_dir / "final" / STATS_FILE).read_text()) == engine.state_dict()
-    assert {label for record in records[0] for label in record["groups"]} == {"big", "small"}
+        per_func = np.array(main["rewards_per_func"], dtype=np.float64)
+        weighted = per_func * np.array(main["reward_weights"])
+        rewards = np.where(np.isnan(per_func).all(axis=1), np.nan, np.nansum(weighted, axis=1))  # TRL's rule
+        seen_rewards += rewards.tolist()
+        seen_groups += main["groups"]
+        stats = history_reference(np.array(seen_rewards), seen_groups, "cumulative")
+        mean, std, ready = (np.array([stats[g][i] for g in main["groups"]]) for i in (1, 2, 0))
+        prompt_index = np.arange(len(rewards)) // NUM_GENERATIONS
+        expected = advantage_reference("pgrpo", rewards, prompt_index, mean, std, ready >= 2, 1e-4)
+        np.testing.assert_allclose(main["advantages"], expected, rtol=1e-9, atol=1e-12, err_msg=f"batch {batch}")
+        tracker = main["state"]["tracker"]
+        for label, (count, mu, _) in stats.items():
+            index = tracker["labels"].index(label)
+            assert (tracker["count"][index], tracker["mean"][index]) == pytest.approx((count, mu), rel=1e-12)
+    assert json.loads((output_dir / "final" / STATS_FILE).read_text()) == records[0][-1]["state"]
+    assert set(seen_groups) == {"big", "small"}
     return records

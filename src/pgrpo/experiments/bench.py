@@ -33,7 +33,7 @@ from pgrpo.experiments.runs import read_metrics
 # name -> flags of `pgrpo train` that define the variant
 VARIANTS: dict[str, dict[str, Any]] = {
     "grpo": {"estimator": "grpo"},
-    "dr_grpo": {"estimator": "dr_grpo"},
+    "dr_grpo": {"estimator": "dr_grpo", "loss_type": "dr_grpo"},  # Dr. GRPO: its advantage and its loss
     "batch_std": {"estimator": "batch_std"},
     "rloo": {"estimator": "rloo"},
     "pgrpo": {"estimator": "pgrpo", "history": "cumulative"},
@@ -409,7 +409,7 @@ def bench(args: BenchArguments) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = command_line("pgrpo bench", args)
     start = time.perf_counter()
-    if json.loads(args.train_options).get("model", "tiny") == "tiny":
+    if json.loads(args.train_options).get("model_name_or_path", "tiny") == "tiny":
         regimes = [regime.get("task_options", {}) for regime in REGIMES.values()] if args.sweep else []
         prebuild_policies([(task, {}) for task in args.tasks] + [("personas", options) for options in regimes])
     execute(planned_runs(args), args.jobs or os.cpu_count() or 1)

@@ -14,10 +14,11 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from pgrpo.models import generate_completions
+from pgrpo.models import encode_prompts, generate_completions
 from pgrpo.tasks import Task
 
 
@@ -29,11 +30,8 @@ def score(task: Task, rows: list[dict[str, Any]], completions: list[str]) -> lis
 
 
 def as_model_input(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> str:
-    """The prompt as the model reads it: plain, or a user message through the chat template."""
-    if not chat:
-        return prompt
-    messages = [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    """The prompt as the model reads it (for reports): plain, or a user message through the chat template."""
+    return tokenizer.decode(encode_prompts(tokenizer, [prompt], chat)[0])
 
 
 def balanced_rows(rows: list[dict[str, Any]], group_column: str, limit: int) -> list[dict[str, Any]]:
@@ -58,12 +56,15 @@ def group_means(groups: list[Any], values: list[float]) -> dict[str, float]:
 
 @torch.no_grad()
 def sequence_logprobs(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    completions: list[str],
+    chat: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of completion-token log-probabilities (N,) and completion token counts (N,)."""
     totals, counts = [], []
-    for prompt, completion in zip(prompts, completions, strict=True):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    for prompt_ids, completion in zip(encode_prompts(tokenizer, prompts, chat), completions, strict=True):
         completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = torch.tensor([prompt_ids + completion_ids], device=model.device)
         logits = model(ids).logits[0, len(prompt_ids) - 1 : -1].float()
@@ -97,27 +98,33 @@ def evaluate_policy(
     max_new_tokens: int = 32,
     seed: int = 0,
     chat: bool = False,
+    group_column: str | None = None,
 ) -> dict[str, Any]:
     """Per-group held-out rewards and capability retention (see the module docstring).
 
     ``chat``: give the model each prompt as a user message through its chat template (instruct models).
+    ``group_column``: the held-out column that defines the groups (default: the task's).
     """
+    group_column = group_column or task.group_column
     was_training = model.training
     model.eval()
-    rows = balanced_rows(task.eval_dataset.to_list(), task.group_column, num_prompts)
-    groups = [row[task.group_column] for row in rows]
-    prompts = [as_model_input(tokenizer, row["prompt"], chat) for row in rows]
+    rows = balanced_rows(task.eval_dataset.to_list(), group_column, num_prompts)
+    groups = [row[group_column] for row in rows]
+    prompts = [row["prompt"] for row in rows]
     torch.manual_seed(seed)
-    greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat)
     sampled_rows = [row for row in rows for _ in range(samples)]
     sampled_prompts = [p for p in prompts for _ in range(samples)]
-    sampled = generate_completions(model, tokenizer, sampled_prompts, max_new_tokens=max_new_tokens, do_sample=True)
+    sampled = generate_completions(
+        model, tokenizer, sampled_prompts, max_new_tokens=max_new_tokens, do_sample=True, chat=chat
+    )
+    model_inputs = [as_model_input(tokenizer, prompt, chat) for prompt in prompts]
     greedy_reward = score(task, rows, greedy)
     sampled_reward = score(task, sampled_rows, sampled)
-    sampled_groups = [row[task.group_column] for row in sampled_rows]
+    sampled_groups = [row[group_column] for row in sampled_rows]
     per_group_sampled = group_means(sampled_groups, sampled_reward)
     per_group_greedy = group_means(groups, greedy_reward)
-    shares = {str(info.name): info.share for info in task.groups}
+    shares = pd.Series(task.train_dataset[group_column]).astype(str).value_counts(normalize=True).to_dict()
     majority = max(per_group_sampled, key=lambda g: shares.get(g, 0.0))
     minority = min(per_group_sampled, key=lambda g: shares.get(g, 0.0))
     results: dict[str, Any] = {
@@ -130,17 +137,17 @@ def evaluate_policy(
         "worst_group_sampled": min(per_group_sampled.values()),
         "worst_group_greedy": min(per_group_greedy.values()),
         "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority],
-        "perplexity": perplexity(model, tokenizer, prompts),
+        "perplexity": perplexity(model, tokenizer, model_inputs),
         "examples": [
             {"group": str(g), "prompt": p, "greedy": c}
-            for g, p, c in zip(groups[:8], prompts[:8], greedy[:8], strict=True)
+            for g, p, c in zip(groups[:8], model_inputs[:8], greedy[:8], strict=True)
         ],
     }
     if reference is not None:
-        policy_logp, lengths = sequence_logprobs(model, tokenizer, sampled_prompts, sampled)
-        reference_logp, _ = sequence_logprobs(reference, tokenizer, sampled_prompts, sampled)
+        policy_logp, lengths = sequence_logprobs(model, tokenizer, sampled_prompts, sampled, chat)
+        reference_logp, _ = sequence_logprobs(reference, tokenizer, sampled_prompts, sampled, chat)
         results["kl_to_initial"] = ((policy_logp - reference_logp) / lengths).mean().item()
-        results["perplexity_initial"] = perplexity(reference, tokenizer, prompts)
+        results["perplexity_initial"] = perplexity(reference, tokenizer, model_inputs)
     model.train(was_training)
     return results
 

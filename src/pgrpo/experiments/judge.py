@@ -98,7 +98,6 @@ def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int, do_
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pgrpo.experiments.evaluation import as_model_input
     from pgrpo.models import generate_completions
 
     path = run_dir / "final"
@@ -110,9 +109,10 @@ def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int, do_
         model = model.to("cuda")
     model.eval()
     chat = tokenizer.chat_template is not None  # as in training: instruct models get a user message
-    inputs = [as_model_input(tokenizer, prompt, chat) for prompt in prompts]
     torch.manual_seed(seed)
-    completions = generate_completions(model, tokenizer, inputs, max_new_tokens=max_new_tokens, do_sample=do_sample)
+    completions = generate_completions(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, chat=chat
+    )
     del model
     return completions
 

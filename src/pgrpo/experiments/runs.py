@@ -10,68 +10,23 @@
         summary.json     written last: the run is finished
 
 An existing finished run is never overwritten without ``overwrite=True``; an unfinished one
-resumes from its last checkpoint, provided its config is the same.
+resumes from its last checkpoint, provided its config is the same. ``pgrpo.experiments.train``
+runs the training itself.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import math
-import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import yaml
-from accelerate import PartialState
-from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback
 
-from pgrpo.cli import Command
-from pgrpo.experiments.evaluation import evaluate_policy
-from pgrpo.models import policy_path
-from pgrpo.tasks import Task, build_task
-from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
-
-RANDOM_GROUP_COLUMN = "random_group"
-
-
-@dataclass
-class RunArguments:
-    """What to train on, besides the trainer config (``PGRPOConfig``)."""
-
-    task: str = field(default="personas", metadata={"help": "Task name: personas, movielens or reviews."})
-    task_options: str = field(
-        default="{}", metadata={"help": "Task builder options as JSON, e.g. '{\"reward_noise\": 0.1}'."}
-    )
-    task_seed: int = field(
-        default=0,
-        metadata={"help": "Seed of the task build (data split, prompts, tiny policy); --seed drives training."},
-    )
-    model: str = field(
-        default="tiny",
-        metadata={"help": "Policy: 'tiny' (built from the task, cached), 'smollm2', or a model path / hub id."},
-    )
-    run_dir: str = field(default="", metadata={"help": "Run directory (default: runs/<task>-<estimator>-s<seed>)."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing finished run directory."})
-    random_groups: bool = field(
-        default=False,
-        metadata={"help": "Normalize with randomly permuted group labels (the paper's ablation); rewards unchanged."},
-    )
-    eval_prompts: int = field(default=64, metadata={"help": "Held-out prompts to evaluate on (0 skips evaluation)."})
-    eval_samples: int = field(default=4, metadata={"help": "Sampled completions per held-out prompt."})
-
-    def options(self) -> dict[str, Any]:
-        options = json.loads(self.task_options) if isinstance(self.task_options, str) else dict(self.task_options)
-        if not isinstance(options, dict):
-            raise ValueError(f"task_options must be a JSON object, got {self.task_options!r}.")
-        return options
+VOLATILE = ("output_dir", "resume_from_checkpoint")
 
 
 class MetricsLog(TrainerCallback):
@@ -101,13 +56,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         if "loss" in entry:
             by_step[entry["step"]] = entry
     return [by_step[step] for step in sorted(by_step)]
-
-
-def with_random_groups(dataset: Dataset, group_column: str, seed: int) -> Dataset:
-    """Add a column with the group labels randomly permuted across rows (sizes kept, meaning lost)."""
-    labels = list(dataset[group_column])
-    random.Random(seed).shuffle(labels)
-    return dataset.add_column(RANDOM_GROUP_COLUMN, labels)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -147,124 +95,16 @@ def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool) ->
     return False
 
 
-def resolve(run: RunArguments, config: PGRPOConfig) -> dict[str, Any]:
-    """Everything that defines the run, as plain YAML-able values."""
-    trainer_fields = {k: v for k, v in config.to_dict().items() if not k.startswith("_")}
-    trainer_fields = json.loads(json.dumps(trainer_fields, default=str))
-    for volatile in ("output_dir", "logging_dir"):
-        trainer_fields.pop(volatile, None)
-    return {"run": asdict(run), "trainer": trainer_fields}
+def resolve(sections: dict[str, Any]) -> dict[str, Any]:
+    """Everything that defines a run, as plain YAML-able values: ``{section: {field: value}}``.
 
-
-def default_run_dir(run: RunArguments, config: PGRPOConfig) -> Path:
-    suffix = "-random" if run.random_groups else ""
-    return Path("runs") / f"{run.task}-{config.estimator}{suffix}-s{config.seed}"
-
-
-def train(run: RunArguments, config: PGRPOConfig, task: Task | None = None) -> dict[str, Any]:
-    """Train one policy with ``config`` on ``run.task`` and evaluate it; returns the summary."""
-    run_dir = Path(run.run_dir) if run.run_dir else default_run_dir(run, config)
-    task = task or build_task(run.task, seed=run.task_seed, **run.options())
-    config.group_column = RANDOM_GROUP_COLUMN if run.random_groups else task.group_column
-    config.output_dir = str(run_dir / "checkpoints")
-    state = PartialState()  # under torchrun / accelerate launch only the main process prepares the directory
-    with state.main_process_first():
-        if state.is_main_process:
-            resuming = prepare_run_dir(run_dir, resolve(run, config), run.overwrite)
-        else:
-            resuming = not run.overwrite and (run_dir / "checkpoints").exists()
-    train_dataset = task.train_dataset
-    if run.random_groups:
-        train_dataset = with_random_groups(train_dataset, task.group_column, config.seed)
-
-    model_path = policy_path(task, run.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    chat = tokenizer.chat_template is not None  # instruct models get the task prompt as a user message
-    if chat:
-        train_dataset = train_dataset.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
-    trainer = PGRPOTrainer(
-        model=model_path,
-        reward_funcs=task.reward_fn,
-        args=config,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        callbacks=[MetricsLog(run_dir / "metrics.jsonl")],
-    )
-    checkpoint = get_last_checkpoint(config.output_dir) if resuming and Path(config.output_dir).exists() else None
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = time.perf_counter() - start
-    trainer.save_model(str(run_dir / "final"))  # on every process: ZeRO-3 / FSDP gather the weights collectively
-
-    evaluation: dict[str, Any] = {}
-    if run.eval_prompts > 0 and trainer.accelerator.is_main_process:
-        reference = AutoModelForCausalLM.from_pretrained(model_path)
-        evaluation = evaluate_policy(
-            trainer.model,
-            tokenizer,
-            task,
-            reference,
-            run.eval_prompts,
-            run.eval_samples,
-            config.max_completion_length,
-            config.seed,
-            chat,
-        )
-        (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
-    metrics = read_metrics(run_dir / "metrics.jsonl")
-    summary = {
-        "task": run.task,
-        "estimator": config.estimator,
-        "history": config.history,
-        "random_groups": run.random_groups,
-        "seed": config.seed,
-        "steps": trainer.state.global_step,
-        "train_seconds": train_seconds,
-        "seconds_per_step": train_seconds / max(trainer.state.global_step, 1),
-        "final_train_reward": float(np.mean([m["reward"] for m in metrics[-5:]])) if metrics else math.nan,
-        "group_history": {str(k): v for k, v in trainer.advantage_engine.tracker.summary().items()},
-        "eval": {k: v for k, v in evaluation.items() if k != "examples"},
-        "resumed": resuming,
-    }
-    accelerator = trainer.accelerator
-    if accelerator.is_main_process:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if accelerator.num_processes > 1:
-        del trainer  # the DDP wrapper holds the process group: free it first, else gloo threads may abort the exit
-        gc.collect()
-        accelerator.end_training()  # destroys the process group
-    return summary
-
-
-def cpu_friendly_defaults() -> dict[str, Any]:
-    """`pgrpo train` defaults for the tiny task models; TRL's own suit billion-parameter models on GPUs."""
-    gpu = torch.cuda.is_available()
-    return {
-        "per_device_train_batch_size": 32,
-        "num_generations": 4,
-        "max_completion_length": 24,
-        "learning_rate": 5e-4,
-        "max_steps": 60,
-        "beta": 0.0,
-        "bf16": gpu,
-        "use_cpu": not gpu,
-        "gradient_checkpointing": False,
-        "report_to": "none",
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 20,
-        "save_total_limit": 2,
-        "seed": 0,
-        "output_dir": "runs/_unused",
-    }
-
-
-def train_command(run: RunArguments, config: PGRPOConfig) -> int:
-    summary = train(run, config)
-    print(f"finished {summary['steps']} steps; eval: {summary['eval']}")
-    return 0
-
-
-TRAIN = Command(arguments=(RunArguments, PGRPOConfig), run=train_command, defaults=cpu_friendly_defaults)
+    ``sections`` maps a name to a dataclass of options (a ``TrainingArguments`` is read through ``to_dict``);
+    the trainer's ``output_dir`` (it follows from the run directory) and
+    ``resume_from_checkpoint`` (where to resume from, not what the run is) are left out.
+    """
+    resolved = {}
+    for name, options in sections.items():
+        values = options.to_dict() if hasattr(options, "to_dict") else asdict(options)
+        values = {k: v for k, v in values.items() if not k.startswith("_") and k not in VOLATILE}
+        resolved[name] = json.loads(json.dumps(values, default=str))
+    return resolved

@@ -23,6 +23,7 @@ __all__ = [
     "build_tiny_policy",
     "build_word_tokenizer",
     "default_cache_dir",
+    "encode_prompts",
     "generate_completions",
     "load_policy",
     "load_smollm2",
@@ -39,7 +40,7 @@ def policy_path(task: Task | None, model: str = "tiny", cache_dir: str | Path | 
             raise ValueError("The tiny policy is built from a task's text; pass the task.")
         return str(tiny_policy_path(task, cache_dir, **settings))
     if model == "smollm2":
-        return str(smollm2_path(cache_dir))
+        return smollm2_path(cache_dir)
     return model
 
 
@@ -59,6 +60,20 @@ def load_policy(
     return policy, tokenizer
 
 
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], chat: bool = False) -> list[list[int]]:
+    """Token ids of each task prompt, built as TRL's ``GRPOTrainer`` builds them for training.
+
+    ``chat``: the prompt is one user message rendered by the chat template with the generation prompt, which
+    brings its own special tokens (none are added on top, so a template that starts with BOS gives one BOS);
+    otherwise the plain text with the tokenizer's usual special tokens.
+    """
+    if chat:
+        messages = [[{"role": "user", "content": prompt}] for prompt in prompts]
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return [list(ids) for ids in encoded["input_ids"]]
+    return [list(ids) for ids in tokenizer(prompts)["input_ids"]]
+
+
 @torch.no_grad()
 def generate_completions(
     model: PreTrainedModel,
@@ -67,13 +82,16 @@ def generate_completions(
     max_new_tokens: int = 40,
     do_sample: bool = False,
     batch_size: int = 64,
+    chat: bool = False,
 ) -> list[str]:
-    """Completion text for each plain-text prompt (left-padded batches, greedy unless ``do_sample``)."""
+    """Completion text for each task prompt (encoded by :func:`encode_prompts`; left-padded batches, greedy unless
+    ``do_sample``)."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     texts: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(model.device)
+            ids = encode_prompts(tokenizer, prompts[start : start + batch_size], chat)
+            batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
             out = model.generate(
                 **batch, max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id
             )

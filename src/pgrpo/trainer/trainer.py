@@ -27,6 +27,7 @@ import trl
 from accelerate.utils import gather_object
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
@@ -94,6 +95,11 @@ class PGRPOTrainer(GRPOTrainer):
                     check_group_column(dataset, args.group_column, label)
         super().__init__(model, reward_funcs, args, **kwargs)
         self.advantage_engine = AdvantageEngine(args.engine_options(), group_column=args.group_column)
+        tied = getattr(self.model, "all_tied_weights_keys", None) if isinstance(self.model, PreTrainedModel) else None
+        if tied and not self.model._keys_to_ignore_on_save:
+            # Tied weights (e.g. lm_head = embed_tokens) are not saved; transformers' Trainer recognises them on resume
+            # only through this attribute, and would otherwise warn that the checkpoint misses them.
+            self.model._keys_to_ignore_on_save = set(tied)
         self._gathered_rewards = torch.empty(0, len(self.reward_funcs))
         self._gathered_groups: list[Any] = []
 
@@ -121,14 +127,16 @@ class PGRPOTrainer(GRPOTrainer):
         groups = self._gathered_groups
         advantages = self.advantage_engine(rewards, prompt_index, groups, update=mode == "train")
 
-        local = output["advantages"]
-        start = self.accelerator.process_index * len(local)
-        output["advantages"] = advantages[start : start + len(local)].to(local.device, local.dtype)
-        logged = self._logs["advantages"]
-        for _ in range(min(len(advantages), len(logged))):
-            logged.pop()
-        logged.extend(advantages.tolist())
+        if self.args.estimator != "grpo":  # grpo: TRL's own advantages (same formula), so training is GRPOTrainer's
+            local = output["advantages"]
+            start = self.accelerator.process_index * len(local)
+            output["advantages"] = advantages[start : start + len(local)].to(local.device, local.dtype)
+            logged = self._logs["advantages"]
+            for _ in range(min(len(advantages), len(logged))):
+                logged.pop()
+            logged.extend(advantages.tolist())
         self._log_group_metrics(mode, rewards.double().cpu(), advantages, groups)
+        self._metrics[mode]["frac_zero_advantage"].append(zero_advantage_fraction(advantages, prompt_index))
         return output
 
     def _log_group_metrics(
@@ -139,10 +147,11 @@ class PGRPOTrainer(GRPOTrainer):
         group_index = tracker.encode(groups, add=False)
         present, batch_index = torch.unique(group_index, return_inverse=True)
         num_present = len(present)
-        reward_mean, reward_std, _ = segment_moments(rewards, batch_index, num_present)
+        reward_mean, reward_std, reward_count = segment_moments(rewards, batch_index, num_present)
         advantage_mean, advantage_std, _ = segment_moments(advantages, batch_index, num_present)
         metrics = self._metrics[mode]
-        metrics["group/worst_reward_mean"].append(reward_mean.min().item())
+        if bool((reward_count > 0).any()):  # a group whose rewards are all missing has no mean to compare
+            metrics["group/worst_reward_mean"].append(reward_mean[reward_count > 0].min().item())
         metrics["group/num_groups"].append(float(tracker.num_groups))
         if tracker.num_groups > self.args.max_logged_groups:
             return
@@ -181,6 +190,20 @@ class PGRPOTrainer(GRPOTrainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             load_group_stats(self.advantage_engine, Path(checkpoint) / STATS_FILE)
+
+
+def zero_advantage_fraction(advantages: torch.Tensor, prompt_index: torch.Tensor) -> float:
+    """Share of prompts whose completions all get advantage 0: the prompts that give no policy gradient.
+
+    Args:
+        advantages: (N,) advantages of one generation batch.
+        prompt_index: (N,) long, the prompt each completion answers.
+    GRPO gives 0 exactly where a prompt's rewards are all equal (TRL's ``frac_reward_zero_std``); P-GRPO still gives
+    such prompts a signal unless their reward equals the group's history mean.
+    """
+    nonzero = (advantages.abs() > 1e-8).double()
+    per_prompt = torch.zeros(int(prompt_index.max()) + 1, dtype=torch.float64).index_add_(0, prompt_index, nonzero)
+    return (per_prompt == 0).double().mean().item()
 
 
 def save_group_stats(engine: AdvantageEngine, path: Path) -> None:

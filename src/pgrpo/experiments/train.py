@@ -1,0 +1,237 @@
+"""``pgrpo train``: one policy trained on a task with ``PGRPOTrainer``, evaluated, in one run directory.
+
+Options come in three dataclasses, as in TRL's own scripts: :class:`RunArguments` (what to train
+on), ``PGRPOConfig`` (TRL's ``GRPOConfig`` + P-GRPO) and TRL's ``ModelConfig`` (the policy:
+``model_name_or_path``, ``dtype``, ``attn_implementation``, and LoRA through ``use_peft``,
+``lora_r``, ``lora_alpha``, ...). The run directory layout is in :mod:`pgrpo.experiments.runs`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, get_peft_config, get_quantization_config
+
+from pgrpo.cli import Command
+from pgrpo.experiments.evaluation import evaluate_policy
+from pgrpo.experiments.runs import MetricsLog, prepare_run_dir, read_metrics, resolve
+from pgrpo.models import policy_path
+from pgrpo.tasks import Task, build_task
+from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
+
+RANDOM_GROUP_COLUMN = "random_group"
+UNSET_OUTPUT_DIR = "runs/_unset"  # `pgrpo train` keeps checkpoints in <run_dir>/checkpoints; see check_flags
+
+
+@dataclass
+class RunArguments:
+    """What to train on, besides the trainer config (``PGRPOConfig``) and the policy (``ModelConfig``)."""
+
+    task: str = field(default="personas", metadata={"help": "Task name: personas, movielens or reviews."})
+    task_options: str = field(
+        default="{}", metadata={"help": "Task builder options as JSON, e.g. '{\"reward_noise\": 0.1}'."}
+    )
+    task_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the task build (data split, prompts, tiny policy); --seed drives training."},
+    )
+    run_dir: str = field(default="", metadata={"help": "Run directory (default: runs/<task>-<estimator>-s<seed>)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing finished run directory."})
+    random_groups: bool = field(
+        default=False,
+        metadata={"help": "Normalize with randomly permuted group labels (the paper's ablation); rewards unchanged."},
+    )
+    eval_prompts: int = field(default=64, metadata={"help": "Held-out prompts to evaluate on (0 skips evaluation)."})
+    eval_samples: int = field(default=4, metadata={"help": "Sampled completions per held-out prompt."})
+
+    def options(self) -> dict[str, Any]:
+        options = json.loads(self.task_options) if isinstance(self.task_options, str) else dict(self.task_options)
+        if not isinstance(options, dict):
+            raise ValueError(f"task_options must be a JSON object, got {self.task_options!r}.")
+        return options
+
+
+def cpu_friendly_defaults() -> dict[str, Any]:
+    """`pgrpo train` defaults for the tiny task models; TRL's own suit billion-parameter models on GPUs.
+
+    bf16 and gradient checkpointing follow the device (``PGRPOConfig``); ``use_cpu`` is set on a machine without a
+    CUDA GPU, where `torchrun` otherwise gives transformers a process group it does not treat as multi-CPU. The policy
+    defaults to the task's tiny one.
+    """
+    return {
+        "use_cpu": not torch.cuda.is_available(),
+        "per_device_train_batch_size": 32,
+        "num_generations": 4,
+        "max_completion_length": 24,
+        "learning_rate": 5e-4,
+        "max_steps": 60,
+        "beta": 0.0,
+        "report_to": "none",
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 20,
+        "save_total_limit": 2,
+        "seed": 0,
+        "output_dir": UNSET_OUTPUT_DIR,
+        "model_name_or_path": "tiny",
+    }
+
+
+def with_random_groups(dataset: Dataset, group_column: str, seed: int) -> Dataset:
+    """Add a column with the group labels randomly permuted across rows (sizes kept, meaning lost)."""
+    labels = list(dataset[group_column])
+    random.Random(seed).shuffle(labels)
+    return dataset.add_column(RANDOM_GROUP_COLUMN, labels)
+
+
+def choose_group_column(config: PGRPOConfig, task: Task) -> str:
+    """The task's group column, or the one given with ``--group_column`` (it must exist in the task's data)."""
+    default = PGRPOConfig.__dataclass_fields__["group_column"].default
+    column = task.group_column if config.group_column == default else config.group_column
+    for name, dataset in (("train", task.train_dataset), ("held-out", task.eval_dataset)):
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"--group_column {column!r}: the {name} data of task {task.name!r} has no such column; its columns "
+                f"are {dataset.column_names}. Leave --group_column unset to use the task's ({task.group_column!r})."
+            )
+    return column
+
+
+def check_flags(config: PGRPOConfig) -> None:
+    """Refuse trainer flags that `pgrpo train` would otherwise override without saying so."""
+    if config.output_dir != UNSET_OUTPUT_DIR:
+        raise ValueError(
+            f"pgrpo train keeps a run in one directory and its checkpoints in <run_dir>/checkpoints; pass "
+            f"--run_dir {config.output_dir} instead of --output_dir."
+        )
+
+
+def model_init_kwargs(model_args: ModelConfig, config: PGRPOConfig) -> dict[str, Any]:
+    """``from_pretrained`` keywords of the policy: ModelConfig's revision, dtype and attention, then the config's."""
+    kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype}
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if config.trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    return {**kwargs, **(config.model_init_kwargs or {})}
+
+
+def as_chat(dataset: Dataset) -> Dataset:
+    """Prompts as one user message each (for models with a chat template, as their instruct training was)."""
+    return dataset.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
+
+
+def train(
+    run: RunArguments, config: PGRPOConfig, model_args: ModelConfig | None = None, task: Task | None = None
+) -> dict[str, Any]:
+    """Train one policy with ``config`` on ``run.task`` and evaluate it; returns the summary."""
+    model_args = model_args or ModelConfig(model_name_or_path="tiny")
+    check_flags(config)
+    task = task or build_task(run.task, seed=run.task_seed, **run.options())
+    group_column = choose_group_column(config, task)
+    config.group_column = RANDOM_GROUP_COLUMN if run.random_groups else group_column
+    config.model_init_kwargs = model_init_kwargs(model_args, config)
+    run_dir = Path(run.run_dir or f"runs/{run.task}-{config.estimator}{'-random' * run.random_groups}-s{config.seed}")
+    config.output_dir = str(run_dir / "checkpoints")
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))  # for --report_to tensorboard
+    state = PartialState()  # under torchrun / accelerate launch only the main process prepares the directory
+    with state.main_process_first():
+        if state.is_main_process:
+            sections = {"run": run, "trainer": config, "model": model_args}
+            resuming = prepare_run_dir(run_dir, resolve(sections), run.overwrite)
+        else:
+            resuming = not run.overwrite and (run_dir / "checkpoints").exists()
+        model_path = policy_path(task, model_args.model_name_or_path)  # the main process builds a tiny policy first
+    train_dataset = task.train_dataset
+    if run.random_groups:
+        train_dataset = with_random_groups(train_dataset, group_column, config.seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    chat = tokenizer.chat_template is not None  # instruct models get the task prompt as a user message
+    eval_dataset = task.eval_dataset if config.eval_strategy != "no" else None  # in-training evaluation, if asked
+    if chat:
+        train_dataset = as_chat(train_dataset)
+        eval_dataset = eval_dataset and as_chat(eval_dataset)
+    trainer = PGRPOTrainer(
+        model=model_path,
+        reward_funcs=task.reward_fn,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=[MetricsLog(run_dir / "metrics.jsonl")],
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+    )
+    checkpoint = config.resume_from_checkpoint
+    if checkpoint is None and resuming and Path(config.output_dir).exists():
+        checkpoint = get_last_checkpoint(config.output_dir)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - start
+    trainer.save_model(str(run_dir / "final"))  # on every process: ZeRO-3 / FSDP gather the weights collectively
+
+    evaluation: dict[str, Any] = {}
+    if run.eval_prompts > 0 and trainer.accelerator.is_main_process:
+        reference = AutoModelForCausalLM.from_pretrained(model_path, **config.model_init_kwargs)
+        evaluation = evaluate_policy(
+            trainer.model,
+            tokenizer,
+            task,
+            reference,
+            run.eval_prompts,
+            run.eval_samples,
+            config.max_completion_length,
+            config.seed,
+            chat,
+            group_column,
+        )
+        (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    summary = {
+        "task": run.task,
+        "estimator": config.estimator,
+        "history": config.history,
+        "random_groups": run.random_groups,
+        "seed": config.seed,
+        "steps": trainer.state.global_step,
+        "train_seconds": train_seconds,
+        "seconds_per_step": train_seconds / max(trainer.state.global_step, 1),
+        "final_train_reward": float(np.mean([m["reward"] for m in metrics[-5:]])) if metrics else math.nan,
+        "group_history": {str(k): v for k, v in trainer.advantage_engine.tracker.summary().items()},
+        "eval": {k: v for k, v in evaluation.items() if k != "examples"},
+        "resumed": resuming,
+    }
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if accelerator.num_processes > 1:
+        del trainer  # the DDP wrapper holds the process group: free it first, else gloo threads may abort the exit
+        gc.collect()
+        accelerator.end_training()  # destroys the process group
+    return summary
+
+
+def train_command(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig) -> int:
+    summary = train(run, config, model_args)
+    print(f"finished {summary['steps']} steps; eval: {summary['eval']}")
+    return 0
+
+
+TRAIN = Command(arguments=(RunArguments, PGRPOConfig, ModelConfig), run=train_command, defaults=cpu_friendly_defaults)
