@@ -69,7 +69,10 @@ def summary(discovery: GroupDiscovery, groups: list[int]) -> str:
         f"{'group':>5}  {'rows':>7}  {'share':>6}  representative training row",
     ]
     for group, count in enumerate(counts):
-        example = ", ".join(f"{name}={value!r}" for name, value in discovery.representatives[group].items())
+        example = ", ".join(
+            f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value!r}"
+            for name, value in discovery.representatives[group].items()
+        )
         example = example if len(example) <= 90 else example[:87] + "..."
         lines.append(f"{group:>5}  {count:>7}  {count / max(len(groups), 1):>6.1%}  {example}")
     return "\n".join(lines)
