@@ -6,6 +6,7 @@
     pgrpo bench --config configs/bench.yaml                                 # the experiment matrix
     pgrpo report runs/bench                                                 # tables + figures of a bench
     pgrpo judge runs/a runs/b [--judge llm --llm_url URL --llm_model NAME]  # per-group win rate of A over B
+    pgrpo groups fit --data users.jsonl --features bio --model_dir g --output users.g.jsonl   # discover groups
     pgrpo <command> --help                                                  # every option, explained
 
 Every command parses its options the same way, with TRL's ``TrlParser``: each option is a flag and a
@@ -45,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("pgrpo.experiments.bench:BENCH", "the experiment matrix: tasks x variants x seeds, then the report"),
     "report": ("pgrpo.experiments.bench:REPORT", "tables, figures and results.json of a bench directory"),
     "judge": ("pgrpo.experiments.judge:JUDGE", "per-group win rate of one run's policy over another's"),
+    "groups": (
+        "pgrpo.groups.command:GROUPS",
+        "preference groups from user features: fit k-means, label new users (assign)",
+    ),
 }
 
 
