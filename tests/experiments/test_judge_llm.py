@@ -114,6 +114,11 @@ def test_a_fixed_method_sends_only_its_own_options() -> None:
         assert [j["verdict"] for j in judge_pairs(judge, PROMPTS, COMPLETIONS_A, COMPLETIONS_B, seed=0)] == EXPECTED
     assert len(stub.requests) == len(ASKED)
     assert all({"logprobs", "response_format"}.isdisjoint(r["body"]) for r in stub.requests)
+    with OpenAIStub() as stub:  # logprobs asked for but ignored: nothing to read, with no fallback
+        judge = LLMJudge(stub.url, model="stub-judge", method="logprobs")
+        judgements = judge_pairs(judge, PROMPTS, COMPLETIONS_A, COMPLETIONS_B, seed=0)
+    assert [judgements[i]["verdict"] for i in ASKED] == ["unparseable"] * len(ASKED)
+    assert judgements[0]["judge_answer"].startswith(("A.", "B."))  # the plain answer is kept in the record
     with pytest.raises(ValueError, match="letter"):
         LLMJudge("http://127.0.0.1:1", model="m", method="regex")
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import openai
+from openai.types.chat.chat_completion import Choice
 
 from pgrpo.experiments.judge.verdicts import json_verdict, letter_verdict, logprob_verdict, run_verdict
 
@@ -127,7 +129,7 @@ class LLMJudge:
             )
         return models[0]
 
-    def _call(self, function: Any, **kwargs: Any) -> Any:
+    def _call(self, function: Callable[..., Any], **kwargs: Any) -> Any:
         """``function(**kwargs)`` with the client's errors turned into messages that name the server and the fix."""
         try:
             return function(**kwargs)
@@ -150,7 +152,7 @@ class LLMJudge:
                 f"The LLM judge at {self.base_url} answered HTTP {error.status_code}: {error.message}"
             ) from None
 
-    def _ask(self, messages: list[dict[str, str]], method: str) -> Any:
+    def _ask(self, messages: list[dict[str, str]], method: str) -> Choice:
         """One chat completion (greedy) with the options of ``method``; its first choice."""
         options: dict[str, Any] = {}
         if method == "logprobs":
@@ -172,7 +174,7 @@ class LLMJudge:
         return response.choices[0]
 
     @staticmethod
-    def _read(choice: Any, method: str) -> Verdict | None:
+    def _read(choice: Choice, method: str) -> Verdict | None:
         """The verdict in an answer read by ``method``; None when the server ignored the method's option."""
         answer = choice.message.content or ""
         if method == "logprobs":
@@ -193,8 +195,9 @@ class LLMJudge:
             prompt=prompt.strip(), first=first.strip() or "(empty)", second=second.strip() or "(empty)"
         )
         messages = [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]
-        if self.method != "auto":
-            return self._read(self._ask(messages, self.method), self.method) or Verdict("unparseable", "")
+        if self.method != "auto":  # fixed: an answer without what the method reads is unparseable
+            choice = self._ask(messages, self.method)
+            return self._read(choice, self.method) or Verdict("unparseable", choice.message.content or "")
         for method in ("logprobs", "structured"):
             try:
                 choice = self._ask(messages, method)
