@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pgrpo.experiments.bench:DEMO", "GRPO vs P-GRPO on personas with the tiny policy, in about a minute"),
     "bench": ("pgrpo.experiments.bench:BENCH", "the experiment matrix: tasks x variants x seeds, then the report"),
     "report": ("pgrpo.experiments.bench:REPORT", "tables, figures and results.json of a bench directory"),
-    "judge": ("pgrpo.experiments.judge:JUDGE", "per-group win rate of one run's policy over another's"),
+    "judge": ("pgrpo.experiments.judge.command:JUDGE", "per-group win rate of one run's policy over another's"),
     "groups": (
         "pgrpo.groups.command:GROUPS",
         "preference groups from user features: fit k-means, label new users (assign)",

@@ -1,4 +1,12 @@
-"""`pgrpo judge`: per-group win rate of two trained runs, by the task reward and by a real LLM over HTTP."""
+"""`pgrpo judge` on two real tiny personas policies whose task rewards differ on purpose.
+
+Run A ("strong") is the tiny personas policy warm-started with 100 SFT steps, run B ("weak") with 80:
+greedy, A fits most personas better, B fits one persona better, and a few prompts are exact ties. The
+expected win counts come from each policy's own completions scored by the task reward, computed here
+without the judge's code. The LLM path is checked end to end against an ``OpenAIStub`` that prefers
+the higher personas reward (a stand-in for a remote API) and against a real
+local server (`transformers serve` + SmolLM2-135M-Instruct).
+"""
 
 from __future__ import annotations
 
@@ -10,156 +18,163 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pgrpo.cli import main
-from pgrpo.experiments.judge import (
-    VERDICTS,
-    LLMClient,
-    chat_completions_url,
-    judge_runs,
-    parse_verdict,
-    reward_verdict,
-)
-from pgrpo.testing import build_toy_model_dir
-from tests.experiments.test_cli import train_argv
+from pgrpo.experiments.evaluation import balanced_rows
+from pgrpo.experiments.judge import judge_runs
+from pgrpo.experiments.runs import resolve
+from pgrpo.experiments.train import RunArguments
+from pgrpo.models import generate_completions, tiny_policy_path
+from pgrpo.tasks import Task, build_task
+from pgrpo.tasks.personas import score
+from pgrpo.testing import CPU_ARGS
+from pgrpo.trainer import PGRPOConfig
+from tests.experiments.openai_stub import OpenAIStub
 
 SECRET = "sk-test-never-shown-0123456789"
+MAX_COMPLETION_LENGTH = 24
+NUM_PROMPTS = 14  # two held-out prompts for each of the seven personas
 
 
-def build_wordy_toy_model_dir(directory: Path) -> str:
-    """A toy Llama (init seed 1) that never emits special tokens and prefers a few words strongly."""
-    build_toy_model_dir(directory, seed=1)
-    model = LlamaForCausalLM.from_pretrained(directory)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20.0)
-        model.lm_head.weight[tokenizer.all_special_ids] = 0.0  # logit 0, below the best word's
-    model.save_pretrained(directory)
-    return str(directory)
+def write_run_dir(run_dir: Path, policy_dir: Path) -> Path:
+    """A finished run directory as `pgrpo train` leaves it, as far as the judge reads it: config.yaml + final/."""
+    shutil.copytree(policy_dir, run_dir / "final")
+    options = {**CPU_ARGS, "max_completion_length": MAX_COMPLETION_LENGTH}
+    config = PGRPOConfig(output_dir=str(run_dir / "checkpoints"), **options)
+    resolved = resolve({"run": RunArguments(task="personas", run_dir=str(run_dir)), "trainer": config})
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=True))
+    return run_dir
 
 
 @pytest.fixture(scope="module")
-def two_runs(toy_model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two finished 2-step personas runs (GRPO and P-GRPO), without their own evaluation, from two toy Llamas.
+def task() -> Task:
+    return build_task("personas", seed=0)
 
-    The personas reward of toy text is 0, so 2 steps leave a toy policy as it was; B starts from a "wordy" toy
-    so that the two policies answer differently (the plain toy's greedy answers are empty, and its near-uniform
-    samples repeat those of any other near-uniform toy under the shared seed)."""
+
+@pytest.fixture(scope="module")
+def runs(task: Task, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("judge_runs")
-    other_model_dir = build_wordy_toy_model_dir(root / "toy_wordy")
-    runs = []
-    for estimator, model_dir in (("grpo", toy_model_dir), ("pgrpo", other_model_dir)):
-        run_dir = root / estimator
-        assert main(train_argv(model_dir, run_dir, "--estimator", estimator, "--eval_prompts", "0")) == 0
-        runs.append(run_dir)
-    return runs[0], runs[1]
+    return {
+        name: write_run_dir(root / name, tiny_policy_path(task, sft_steps=steps))
+        for name, steps in (("strong", 100), ("weak", 80))
+    }
 
 
-def check_structure(results: dict, judge: str, num_groups: int, num_pairs: int) -> None:
-    assert set(results) == {"per_group", "overall", "mean_group_win_rate_a", "metadata", "pairs"}
-    assert len(results["per_group"]) == num_groups and len(results["pairs"]) == num_pairs
-    for counts in [*results["per_group"].values(), results["overall"]]:
-        assert counts["n"] == counts["wins_a"] + counts["wins_b"] + counts["ties"] + counts["unparseable"]
-        assert 0.0 <= counts["win_rate_a"] <= 1.0
-        expected = (counts["wins_a"] + 0.5 * (counts["ties"] + counts["unparseable"])) / counts["n"]
-        assert counts["win_rate_a"] == pytest.approx(expected)
-    assert results["overall"]["n"] == num_pairs
-    assert sum(c["n"] for c in results["per_group"].values()) == num_pairs
-    assert results["metadata"]["judge"] == judge
-    assert all(pair["verdict"] in VERDICTS for pair in results["pairs"])
+def greedy_rewards(run_dir: Path, task: Task, rows: list[dict]) -> list[float]:
+    """The task reward of the run's greedy completions, each generated and scored here (not by the judge)."""
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
+    completions = generate_completions(
+        model, tokenizer, [row["prompt"] for row in rows], max_new_tokens=MAX_COMPLETION_LENGTH
+    )
+    return [score(text, row["group"])["reward"] for text, row in zip(completions, rows, strict=True)]
 
 
-def test_reward_judge_gives_per_group_win_rates(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
-    run_a, run_b = two_runs
+@pytest.fixture(scope="module")
+def expected(runs: dict[str, Path], task: Task) -> dict[str, tuple[int, int, int]]:
+    """Per persona: (strong wins, weak wins, ties) over the balanced held-out prompts, by the task reward."""
+    rows = balanced_rows(task.eval_dataset.to_list(), "group", NUM_PROMPTS)
+    strong, weak = greedy_rewards(runs["strong"], task, rows), greedy_rewards(runs["weak"], task, rows)
+    counts: dict[str, Counter] = {row["group"]: Counter() for row in rows}
+    for row, reward_strong, reward_weak in zip(rows, strong, weak, strict=True):
+        outcome = "strong" if reward_strong > reward_weak else "weak" if reward_weak > reward_strong else "tie"
+        counts[row["group"]][outcome] += 1
+    expected = {group: (c["strong"], c["weak"], c["tie"]) for group, c in counts.items()}
+    totals = [sum(values) for values in zip(*expected.values(), strict=True)]
+    assert totals[0] > totals[1] > 0 and totals[2] > 0, f"the fixture should have wins both ways and ties: {expected}"
+    return expected
+
+
+def counts_of(results: dict) -> dict[str, tuple[int, int, int, int]]:
+    return {g: (c["wins_a"], c["wins_b"], c["ties"], c["unparseable"]) for g, c in results["per_group"].items()}
+
+
+def test_reward_judge_counts_what_the_task_reward_says(runs: dict, expected: dict, tmp_path: Path) -> None:
     out = tmp_path / "judge.json"
-    results = judge_runs(run_a, run_b, num_prompts=14, out=out)
-    check_structure(results, "reward", num_groups=7, num_pairs=14)  # balanced: 2 prompts for each of 7 personas
+    results = judge_runs(runs["strong"], runs["weak"], num_prompts=NUM_PROMPTS, out=out)
+    assert counts_of(results) == {group: (s, w, t, 0) for group, (s, w, t) in expected.items()}
     meta = results["metadata"]
-    assert (meta["task"], meta["decoding"], meta["max_new_tokens"]) == ("personas", "greedy", 4)
-    for pair in results["pairs"]:
-        assert pair["verdict"] == reward_verdict(pair["reward_a"], pair["reward_b"])
-    assert json.loads(out.read_text())["overall"] == results["overall"]
+    assert (meta["task"], meta["decoding"], meta["max_new_tokens"]) == ("personas", "greedy", MAX_COMPLETION_LENGTH)
+    assert json.loads(out.read_text())["per_group"] == results["per_group"]
 
 
-def test_a_policy_against_itself_ties_everywhere(two_runs: tuple[Path, Path]) -> None:
-    run_a, _ = two_runs
-    results = judge_runs(run_a, run_a, num_prompts=7)
-    check_structure(results, "reward", num_groups=7, num_pairs=7)
-    assert all(counts["win_rate_a"] == 0.5 for counts in results["per_group"].values())
-    assert results["overall"]["ties"] == 7 and results["overall"]["win_rate_a"] == 0.5
+def test_swapping_the_runs_swaps_the_counts(runs: dict, expected: dict) -> None:
+    results = judge_runs(runs["weak"], runs["strong"], num_prompts=NUM_PROMPTS)
+    assert counts_of(results) == {group: (w, s, t, 0) for group, (s, w, t) in expected.items()}
 
 
-def test_sampling_several_completions_per_prompt(two_runs: tuple[Path, Path]) -> None:
-    results = judge_runs(*two_runs, num_prompts=3, samples=2, seed=1)
-    check_structure(results, "reward", num_groups=3, num_pairs=6)
+def test_a_policy_against_itself_ties_everywhere(runs: dict) -> None:
+    results = judge_runs(runs["strong"], runs["strong"], num_prompts=7)
+    one_tie = {"n": 1, "wins_a": 0, "wins_b": 0, "ties": 1, "unparseable": 0, "win_rate_a": 0.5}
+    personas = ["eleanor", "hank", "iris", "jamal", "kemar", "ravi", "sofia"]
+    assert results["per_group"] == dict.fromkeys(personas, one_tie)
+    assert results["overall"] == {**one_tie, "n": 7, "ties": 7} and results["mean_group_win_rate_a"] == 0.5
+
+
+def test_sampling_several_completions_per_prompt(runs: dict) -> None:
+    results = judge_runs(runs["strong"], runs["weak"], num_prompts=3, samples=2, seed=1)
+    assert [c["n"] for c in results["per_group"].values()] == [2, 2, 2] and results["overall"]["n"] == 6
+    prompts = [pair["prompt"] for pair in results["pairs"]]
+    assert prompts[0::2] == prompts[1::2] and len(set(prompts)) == 3  # each prompt answered twice
     assert results["metadata"]["decoding"] == "sampled"
 
 
-def test_runs_on_different_tasks_are_refused(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
-    run_a, _ = two_runs
+def test_runs_on_different_tasks_are_refused(runs: dict, tmp_path: Path) -> None:
     for key, value in (("task_options", '{"reward_noise": 0.1}'), ("task", "movielens"), ("task_seed", 3)):
         other = tmp_path / key
         (other / "final").mkdir(parents=True)
-        config = yaml.safe_load((run_a / "config.yaml").read_text())
+        config = yaml.safe_load((runs["strong"] / "config.yaml").read_text())
         config["run"][key] = value
         (other / "config.yaml").write_text(yaml.safe_dump(config))
         with pytest.raises(ValueError, match=f"different tasks.*{key}"):
-            judge_runs(run_a, other)
+            judge_runs(runs["strong"], other)
     with pytest.raises(FileNotFoundError, match=r"config\.yaml"):
-        judge_runs(run_a, tmp_path / "nowhere")
+        judge_runs(runs["strong"], tmp_path / "nowhere")
 
 
-def test_cli_prints_a_per_group_table(two_runs: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+def test_cli_prints_a_per_group_table(runs: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli.json"
-    assert main(["judge", str(two_runs[0]), str(two_runs[1]), "--num_prompts", "7", "--out", str(out)]) == 0
+    assert main(["judge", str(runs["strong"]), str(runs["weak"]), "--num_prompts", "7", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "win rate A" in text and "eleanor" in text and "overall" in text and "judge: task reward" in text
     assert json.loads(out.read_text())["overall"]["n"] == 7
 
 
-@pytest.mark.parametrize(
-    ("answer", "verdict"),
-    [
-        ("A", "A"), ("b.", "B"), ("(A)", "A"), ("**Response B**", "B"), ("T", "tie"), ("Tie.", "tie"),
-        ("The answer is: **A**", "A"), ("Response B is better for this user.", "B"), ("A: jazz\n\nThe answer is", "A"),
-        ("B.\nBecause the user likes rock", "B"), ("I would choose A because", "A"), ("Both are equally good.", "tie"),
-        ('It is the letter "B"', "B"),
-        ("A good response would mention jazz", "unparseable"), ("The answer is a bit unclear", "unparseable"),
-        ("Response A and Response B", "unparseable"), ("", "unparseable"), ("Hmm, hard to say", "unparseable"),
-    ],
-)  # fmt: skip
-def test_parse_verdict(answer: str, verdict: str) -> None:
-    assert parse_verdict(answer) == verdict
+def prefers_higher_reward(request: str, first: str, second: str) -> str:
+    """An oracle judge: the response with the higher personas reward for the persona who asks (T when equal)."""
+    persona = request.split(",", 1)[0].lower()  # "Eleanor, a retired judge, asks: ..."
+    first_reward, second_reward = score(first, persona)["reward"], score(second, persona)["reward"]
+    return "A" if first_reward > second_reward else "B" if second_reward > first_reward else "T"
 
 
-def test_reward_verdict_and_endpoint_url() -> None:
-    assert reward_verdict(0.5, 0.5 + 1e-12) == "tie" and reward_verdict(0.6, 0.5) == "a"
-    assert reward_verdict(0.1, 0.5) == "b" and reward_verdict(float("nan"), 0.5) == "unparseable"
-    for url in ("http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/", "http://h:1/v1/chat/completions"):
-        assert chat_completions_url(url) == "http://h:1/v1/chat/completions"
-    assert chat_completions_url("https://x/api/openai/chat/completions") == "https://x/api/openai/chat/completions"
-    with pytest.raises(ValueError, match="http"):
-        chat_completions_url("h:1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_unreachable_llm_server_names_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_llm_judge_end_to_end_against_an_api_stand_in(
+    runs: dict, expected: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Through the CLI: every verdict the (stub) LLM gives in shown positions lands on the right run."""
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(ConnectionError, match=f"{url}/v1/chat/completions") as error:
-        LLMClient(url, "m", timeout=5).chat([{"role": "user", "content": "hi"}])
-    assert SECRET not in str(error.value)
+    out = tmp_path / "llm.json"
+    with OpenAIStub(prefer=prefers_higher_reward, logprobs=True, api_key=SECRET) as stub:
+        argv = ["judge", str(runs["strong"]), str(runs["weak"]), "--judge", "llm", "--llm_url", stub.url,
+                "--num_prompts", str(NUM_PROMPTS), "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0
+    printed = capsys.readouterr()
+    results = json.loads(out.read_text())
+    assert counts_of(results) == {group: (s, w, t, 0) for group, (s, w, t) in expected.items()}
+    meta = results["metadata"]
+    assert (meta["llm_model"], meta["llm_verdict_method"]) == ("stub-judge", "logprobs")
+    assert meta["agreement_with_reward"] == 1.0
+    asked = [pair for pair in results["pairs"] if pair["judge_answer"] is not None]
+    assert meta["llm_requests"] == len(asked) == len(stub.requests) - 1  # + the model listing
+    assert {pair["a_shown_first"] for pair in asked} == {True, False}
+    assert "verdicts read from: logprobs" in printed.out
+    for text in (out.read_text(), printed.out, printed.err):
+        assert SECRET not in text
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +184,9 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory):
     from pgrpo.models import policy_path
 
     model_dir = policy_path(None, "smollm2")
-    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     executable = Path(sys.executable).with_name("transformers")
     command = [str(executable)] if executable.exists() else [shutil.which("transformers") or "transformers"]
     command += ["serve", model_dir, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
@@ -203,33 +220,28 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.slow
 def test_llm_judge_against_a_real_local_server(
-    two_runs: tuple[Path, Path], llm_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    runs: dict, llm_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    """transformers serve ignores logprobs and response_format, so the judge settles on reading letters."""
     url, model_dir, log_path = llm_server
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)  # sent as a bearer header (the local server ignores it)
     out = tmp_path / "llm.json"
-    argv = ["judge", str(two_runs[0]), str(two_runs[1]), "--judge", "llm", "--llm_url", f"{url}/v1",
+    argv = ["judge", str(runs["strong"]), str(runs["weak"]), "--judge", "llm", "--llm_url", f"{url}/v1",
             "--num_prompts", "2", "--samples", "2", "--llm_max_tokens", "8", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0  # no --llm_model: the server lists exactly one model
     printed = capsys.readouterr()
     results = json.loads(out.read_text())
-    check_structure(results, "llm", num_groups=2, num_pairs=4)
     meta = results["metadata"]
-    assert meta["llm_model"] == model_dir and meta["llm_url"] == f"{url}/v1" and meta["api_key_used"]
-    assert meta["llm_endpoint"] == f"{url}/v1/chat/completions"
+    assert meta["llm_model"] == model_dir and meta["llm_base_url"] == f"{url}/v1" and meta["api_key_used"]
     asked = [pair for pair in results["pairs"] if pair["judge_answer"] is not None]
-    assert meta["llm_requests"] == len(asked) >= 1  # sampled toy completions differ, so the server was asked
-    for pair in results["pairs"]:  # every verdict is the parsed answer mapped back through the shown order
-        if pair["judge_answer"] is None:
-            assert pair["completion_a"].strip() == pair["completion_b"].strip() and pair["verdict"] == "tie"
-            continue
-        shown = parse_verdict(pair["judge_answer"])
-        expected = shown if shown in ("tie", "unparseable") else shown.lower()
-        if not pair["a_shown_first"] and shown in ("A", "B"):
-            expected = {"A": "b", "B": "a"}[shown]
-        assert pair["verdict"] == expected
-    unparseable = sum(pair["verdict"] == "unparseable" for pair in results["pairs"])
-    assert results["overall"]["unparseable"] == unparseable
-    assert "LLM" in printed.out and "win rate A" in printed.out
+    assert len(asked) == 4  # the two policies' sampled answers differ on every pair
+    assert meta["llm_verdict_method"] == "letter" and meta["llm_requests"] == len(asked) + 1  # one probe
+    to_run = {("A", True): "a", ("A", False): "b", ("B", True): "b", ("B", False): "a", ("T", True): "tie",
+              ("T", False): "tie"}  # fmt: skip
+    for pair in asked:  # a bare letter answer lands on the run that was shown in that position
+        letter = pair["judge_answer"].strip().rstrip(".")
+        if letter in ("A", "B", "T"):
+            assert pair["verdict"] == to_run[letter, pair["a_shown_first"]]
+    assert results["overall"]["n"] == 4 and "LLM" in printed.out and "win rate A" in printed.out
     for text in (out.read_text(), printed.out, printed.err, log_path.read_text()):
         assert SECRET not in text

@@ -1,0 +1,65 @@
+"""The run directories a judgement compares: their task build (config.yaml) and their final/ policies' answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASK_KEYS = ("task", "task_options", "task_seed")  # what fixes the held-out prompts
+
+
+def run_task_spec(run_dir: Path) -> dict[str, Any]:
+    """``{"task", "task_options", "task_seed", "max_completion_length"}`` of a run directory's config.yaml."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a pgrpo run directory (no config.yaml).")
+    if not (run_dir / "final").is_dir():
+        raise FileNotFoundError(f"{run_dir} has no final/ policy; the run has not finished training.")
+    config = yaml.safe_load(config_path.read_text()) or {}
+    run = config.get("run", {})
+    options = run.get("task_options", "{}")
+    options = json.loads(options) if isinstance(options, str) else dict(options or {})
+    return {
+        "task": run.get("task", "personas"),
+        "task_options": options,
+        "task_seed": int(run.get("task_seed", 0)),
+        "max_completion_length": config.get("trainer", {}).get("max_completion_length"),
+    }
+
+
+def same_task_spec(spec_a: dict[str, Any], spec_b: dict[str, Any], run_a: Path, run_b: Path) -> None:
+    """Raise ValueError unless both runs were trained on the same task build (held-out prompts identical)."""
+    differing = [key for key in TASK_KEYS if spec_a[key] != spec_b[key]]
+    if differing:
+        detail = "; ".join(f"{key}: {spec_a[key]!r} vs {spec_b[key]!r}" for key in differing)
+        raise ValueError(
+            f"Runs {run_a} and {run_b} are on different tasks ({detail}). Pairwise judging needs the same task, "
+            "task options and task seed, so both policies answer the same held-out prompts."
+        )
+
+
+def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int, do_sample: bool, seed: int) -> list[str]:
+    """Completions of the run's final/ policy for ``prompts`` (through its chat template if it has one; seeded)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pgrpo.models import generate_completions
+
+    path = run_dir / "final"
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    model.eval()
+    chat = tokenizer.chat_template is not None  # as in training: instruct models get a user message
+    torch.manual_seed(seed)
+    completions = generate_completions(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, chat=chat
+    )
+    del model
+    return completions
