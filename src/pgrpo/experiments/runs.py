@@ -37,6 +37,7 @@ from pgrpo.cli import Command
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.models import policy_path
 from pgrpo.tasks import Task, build_task
+from pgrpo.tasks.registry import task_directory_name
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 
 RANDOM_GROUP_COLUMN = "random_group"
@@ -46,7 +47,13 @@ RANDOM_GROUP_COLUMN = "random_group"
 class RunArguments:
     """What to train on, besides the trainer config (``PGRPOConfig``)."""
 
-    task: str = field(default="personas", metadata={"help": "Task name: personas, movielens or reviews."})
+    task: str = field(
+        default="personas",
+        metadata={
+            "help": "Task: personas, movielens, reviews, an installed task's name, package.module:function or "
+            "path/to/file.py:function (`pgrpo tasks` lists them with their options)."
+        },
+    )
     task_options: str = field(
         default="{}", metadata={"help": "Task builder options as JSON, e.g. '{\"reward_noise\": 0.1}'."}
     )
@@ -71,6 +78,8 @@ class RunArguments:
         options = json.loads(self.task_options) if isinstance(self.task_options, str) else dict(self.task_options)
         if not isinstance(options, dict):
             raise ValueError(f"task_options must be a JSON object, got {self.task_options!r}.")
+        if "seed" in options:
+            raise ValueError("task_options holds 'seed'; the task's seed is --task_seed (training's is --seed).")
         return options
 
 
@@ -158,7 +167,7 @@ def resolve(run: RunArguments, config: PGRPOConfig) -> dict[str, Any]:
 
 def default_run_dir(run: RunArguments, config: PGRPOConfig) -> Path:
     suffix = "-random" if run.random_groups else ""
-    return Path("runs") / f"{run.task}-{config.estimator}{suffix}-s{config.seed}"
+    return Path("runs") / f"{task_directory_name(run.task)}-{config.estimator}{suffix}-s{config.seed}"
 
 
 def train(run: RunArguments, config: PGRPOConfig, task: Task | None = None) -> dict[str, Any]:
