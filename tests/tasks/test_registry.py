@@ -107,6 +107,14 @@ def test_each_bad_spec_says_what_is_wrong(toy_tasks: Path, tmp_path: Path) -> No
     (tmp_path / "broken_tasks.py").write_text("import not_installed_dependency\n")
     with pytest.raises(ModuleNotFoundError, match="not_installed_dependency"):  # the real cause, not "no module"
         find_task("broken_tasks:build")
+    other = tmp_path / "other_tasks-0.1.dist-info"
+    other.mkdir()
+    (other / "METADATA").write_text("Metadata-Version: 2.1\nName: other-tasks\nVersion: 0.1\n")
+    (other / "entry_points.txt").write_text("[pgrpo.tasks]\ntoy = toy_tasks:needs_path\nbroken = broken_tasks:build\n")
+    with pytest.raises(ImportError, match=r"'broken' = broken_tasks:build \(entry point of other-tasks\) failed"):
+        find_task("broken")
+    with pytest.raises(ValueError, match=r"Several installed packages provide task 'toy': .*toy_tasks:needs_path"):
+        find_task("toy")
 
 
 def test_options_are_checked_against_the_builder_before_it_runs(toy_tasks: Path) -> None:

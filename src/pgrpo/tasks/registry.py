@@ -31,7 +31,7 @@ import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -50,7 +50,6 @@ class TaskOption:
 
     name: str
     default: Any  # inspect.Parameter.empty when the option is required
-    annotation: str
     meaning: str
 
     @property
@@ -129,17 +128,11 @@ def builder_options(builder: TaskBuilder) -> tuple[TaskOption, ...]:
     """The options of ``builder`` in signature order, with meanings from its docstring (module docstring)."""
     parameters = inspect.signature(builder).parameters
     meanings = option_meanings(inspect.getdoc(builder) or "", set(parameters))
-    options = []
-    for name, parameter in parameters.items():
-        if name == "seed" or parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
-            continue
-        annotation = parameter.annotation  # a str under `from __future__ import annotations`
-        if annotation is parameter.empty:
-            annotation = ""
-        elif not isinstance(annotation, str):
-            annotation = inspect.formatannotation(annotation)
-        options.append(TaskOption(name, parameter.default, annotation, meanings.get(name, "")))
-    return tuple(options)
+    return tuple(
+        TaskOption(name, parameter.default, meanings.get(name, ""))
+        for name, parameter in parameters.items()
+        if name != "seed" and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    )
 
 
 def option_meanings(docstring: str, parameters: set[str]) -> dict[str, str]:
@@ -174,7 +167,7 @@ def find_task(spec: str) -> TaskSource:
     if ":" not in spec:
         hint = f" Name the builder function: {spec}:build." if spec.endswith(".py") else ""
         raise ValueError(
-            f"Unknown task {spec!r}; choose one of {', '.join(sorted(task_names()))} (`pgrpo tasks` lists them), "
+            f"Unknown task {spec!r}; choose one of {', '.join(task_names())} (`pgrpo tasks` lists them), "
             f"or give your own builder as {SPEC_FORMS}.{hint}"
         )
     location, function = spec.rsplit(":", 1)
@@ -191,7 +184,7 @@ def find_task(spec: str) -> TaskSource:
     return task_source(spec, getattr(module, function), origin)
 
 
-def load_entry_point(entry_point: Any) -> TaskBuilder:
+def load_entry_point(entry_point: EntryPoint) -> TaskBuilder:
     try:
         return entry_point.load()
     except Exception as error:
