@@ -2,7 +2,7 @@
 
     pgrpo train --task personas --estimator pgrpo --max_steps 60          # one run
     pgrpo train --config my_run.yaml --learning_rate 5e-4                   # YAML + flags, as TRL's scripts
-    pgrpo train --task my_tasks.py:build --task_options '{"max_rows": 500}' # your own task (docs/own_task.md)
+    pgrpo train --task clothing_task.py:build --task_options '{"num_reviews": 500}'  # docs/own_task.md
     pgrpo tasks [--task SPEC]                                               # tasks, their options and defaults
     pgrpo demo                                                              # GRPO vs P-GRPO, < 2 min on CPU
     pgrpo bench --config configs/bench.yaml                                 # the experiment matrix
