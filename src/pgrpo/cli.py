@@ -2,6 +2,8 @@
 
     pgrpo train --task personas --estimator pgrpo --max_steps 60          # one run
     pgrpo train --config my_run.yaml --learning_rate 5e-4                   # YAML + flags, as TRL's scripts
+    pgrpo train --task clothing_task.py:build --task_options '{"num_reviews": 500}'  # docs/own_task.md
+    pgrpo tasks [--task SPEC]                                               # tasks, their options and defaults
     pgrpo demo                                                              # GRPO vs P-GRPO, < 2 min on CPU
     pgrpo bench --config configs/bench.yaml                                 # the experiment matrix
     pgrpo report runs/bench                                                 # tables + figures of a bench
@@ -42,6 +44,7 @@ class Command:
 # name -> ("module:attribute" of its Command, one-line help); a module is imported only when its command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pgrpo.experiments.train:TRAIN", "train one policy on a task and evaluate it (one run directory)"),
+    "tasks": ("pgrpo.tasks.registry:LIST", "the tasks (built-in and installed) with their options and defaults"),
     "demo": ("pgrpo.experiments.bench:DEMO", "GRPO vs P-GRPO on personas with the tiny policy, in about a minute"),
     "bench": ("pgrpo.experiments.bench:BENCH", "the experiment matrix: tasks x variants x seeds, then the report"),
     "report": ("pgrpo.experiments.bench:REPORT", "tables, figures and results.json of a bench directory"),

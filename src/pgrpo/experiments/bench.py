@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from pgrpo.cli import Command
 from pgrpo.experiments.runs import read_metrics
+from pgrpo.tasks.registry import find_task, task_directory_name
 
 # name -> flags of `pgrpo train` that define the variant
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -71,7 +72,10 @@ class BenchArguments:
     """The benchmark matrix. Any other ``pgrpo train`` flag can be passed through ``train_options``."""
 
     out: str = field(default="runs/bench", metadata={"help": "Bench directory (runs/, report.md, figures)."})
-    tasks: list[str] = field(default_factory=lambda: ["personas", "movielens", "reviews"], metadata={"help": "Tasks."})
+    tasks: list[str] = field(
+        default_factory=lambda: ["personas", "movielens", "reviews"],
+        metadata={"help": "Tasks: names, package.module:function or path/to/file.py:function (as `pgrpo train`)."},
+    )
     variants: list[str] = field(
         default_factory=lambda: list(VARIANTS), metadata={"help": f"Variants, from: {', '.join(VARIANTS)}."}
     )
@@ -118,9 +122,8 @@ def planned_runs(args: BenchArguments) -> list[tuple[Path, list[str]]]:
     for seed in range(args.seeds):
         for task in args.tasks:
             for variant in args.variants:
-                runs.append(
-                    (root / "matrix" / task / variant / f"seed{seed}", run_flags(args, task, variant, seed, {}))
-                )
+                run_dir = root / "matrix" / task_directory_name(task) / variant / f"seed{seed}"
+                runs.append((run_dir, run_flags(args, task, variant, seed, {})))
         if args.sweep:
             for index, settings in enumerate(REGIMES.values()):
                 for variant in SWEEP_VARIANTS:
@@ -229,13 +232,13 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
 
 
 def collect(root: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """{task or sweep regime: {variant: [run summaries]}} for every finished run under ``root``."""
+    """{task spec or sweep regime: {variant: [run summaries]}} for every finished run under ``root``."""
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for summary in sorted(root.glob("*/*/*/seed*/summary.json")):
         run_dir = summary.parent
-        kind, name, variant = run_dir.parts[-4], run_dir.parts[-3], run_dir.parts[-2]
-        key = name if kind == "matrix" else "sweep: " + (run_dir.parents[1] / "regime.txt").read_text()
-        found.setdefault(key, {}).setdefault(variant, []).append(load_run(run_dir))
+        kind, variant, run = run_dir.parts[-4], run_dir.parts[-2], load_run(run_dir)
+        key = run["task"] if kind == "matrix" else "sweep: " + (run_dir.parents[1] / "regime.txt").read_text()
+        found.setdefault(key, {}).setdefault(variant, []).append(run)
     return found
 
 
@@ -361,7 +364,7 @@ def write_report(bench_dir: Path, command: str = "") -> Path:
                     + " |"
                 )
         if not key.startswith("sweep"):
-            figure = bench_dir / f"curves_{key}.png"
+            figure = bench_dir / f"curves_{task_directory_name(key)}.png"
             plot_group_curves(runs[key], figure, f"{key}: per-group training reward")
             lines += ["", f"![{key}]({figure.name})"]
         lines.append("")
@@ -405,6 +408,8 @@ def bench(args: BenchArguments) -> int:
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"Unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}.")
+    for task in args.tasks:
+        find_task(task)  # a misspelt or broken task fails here, not in every run
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = command_line("pgrpo bench", args)

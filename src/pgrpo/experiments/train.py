@@ -31,6 +31,7 @@ from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.runs import MetricsLog, prepare_run_dir, read_metrics, resolve
 from pgrpo.models import policy_path
 from pgrpo.tasks import Task, build_task
+from pgrpo.tasks.registry import task_directory_name
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 
 RANDOM_GROUP_COLUMN = "random_group"
@@ -41,7 +42,13 @@ UNSET_OUTPUT_DIR = "runs/_unset"  # `pgrpo train` keeps checkpoints in <run_dir>
 class RunArguments:
     """What to train on, besides the trainer config (``PGRPOConfig``) and the policy (``ModelConfig``)."""
 
-    task: str = field(default="personas", metadata={"help": "Task name: personas, movielens or reviews."})
+    task: str = field(
+        default="personas",
+        metadata={
+            "help": "Task: personas, movielens, reviews, an installed task's name, package.module:function or "
+            "path/to/file.py:function (`pgrpo tasks` lists them with their options)."
+        },
+    )
     task_options: str = field(
         default="{}", metadata={"help": "Task builder options as JSON, e.g. '{\"reward_noise\": 0.1}'."}
     )
@@ -62,6 +69,8 @@ class RunArguments:
         options = json.loads(self.task_options) if isinstance(self.task_options, str) else dict(self.task_options)
         if not isinstance(options, dict):
             raise ValueError(f"task_options must be a JSON object, got {self.task_options!r}.")
+        if "seed" in options:
+            raise ValueError("task_options holds 'seed'; the task's seed is --task_seed (training's is --seed).")
         return options
 
 
@@ -145,7 +154,8 @@ def train(
     group_column = choose_group_column(config, task)
     config.group_column = RANDOM_GROUP_COLUMN if run.random_groups else group_column
     config.model_init_kwargs = model_init_kwargs(model_args, config)
-    run_dir = Path(run.run_dir or f"runs/{run.task}-{config.estimator}{'-random' * run.random_groups}-s{config.seed}")
+    name = f"{task_directory_name(run.task)}-{config.estimator}{'-random' * run.random_groups}-s{config.seed}"
+    run_dir = Path(run.run_dir or Path("runs") / name)
     config.output_dir = str(run_dir / "checkpoints")
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))  # for --report_to tensorboard
     state = PartialState()  # under torchrun / accelerate launch only the main process prepares the directory

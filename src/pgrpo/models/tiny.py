@@ -80,8 +80,10 @@ def tiny_policy_path(
     """
     if sft_steps > 0 and task.sft_dataset is None:
         raise ValueError(
-            f"Task {task.name!r} has no sft_dataset to warm-start from; pass sft_steps=0 for an untrained policy "
-            "or give the task an sft_dataset of prompt/completion pairs."
+            f"Task {task.name!r} has no sft_dataset to warm-start the tiny policy from. Give the task "
+            "prompt/completion pairs (task_from_dataset(..., sft_dataset=pairs)); or pass sft_steps=0 for an "
+            "untrained tiny policy (tiny_policy_path(task, sft_steps=0) returns its path, for pgrpo train "
+            "--model_name_or_path PATH); or train your own model (--model_name_or_path smollm2, a path or a hub id)."
         )
     texts = task.corpus()
     settings = {

@@ -5,6 +5,16 @@ from pgrpo.tasks import (
     personas,  # noqa: F401  (registers "personas")
     reviews,  # noqa: F401  (registers "reviews")
 )
-from pgrpo.tasks.base import TASKS, GroupInfo, Task, build_task, completion_text, register_task, task_from_dataset
+from pgrpo.tasks.base import TASKS, GroupInfo, Task, completion_text, register_task, task_from_dataset
+from pgrpo.tasks.registry import build_task, find_task
 
-__all__ = ["TASKS", "GroupInfo", "Task", "build_task", "completion_text", "register_task", "task_from_dataset"]
+__all__ = [
+    "TASKS",
+    "GroupInfo",
+    "Task",
+    "build_task",
+    "completion_text",
+    "find_task",
+    "register_task",
+    "task_from_dataset",
+]

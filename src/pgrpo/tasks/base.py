@@ -4,11 +4,11 @@ A :class:`Task` is everything a P-GRPO run needs besides the policy: train and h
 ``datasets.Dataset``s with a ``prompt`` column (plain text) and a preference-group column, a
 reward function with TRL's signature that reads the group (and any other column it needs)
 from its keyword arguments, group metadata, and text for building and warm-starting a tiny
-policy. Tasks are registered by name and built deterministically from a seed::
+policy. Tasks are registered by name (:func:`register_task`) and built deterministically from a
+seed with ``pgrpo.tasks.build_task("personas", seed=0)`` (``pgrpo.tasks.registry``, which also
+finds tasks in installed packages, modules and files).
 
-    task = build_task("personas", seed=0)
-
-Bring your own with :func:`task_from_dataset`.
+Bring your own data with :func:`task_from_dataset`.
 """
 
 from __future__ import annotations
@@ -87,15 +87,6 @@ def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
     return decorate
 
 
-def build_task(name: str, seed: int = 0, **options: Any) -> Task:
-    """Build the registered task ``name`` deterministically from ``seed``."""
-    import pgrpo.tasks  # noqa: F401  (registers the built-in tasks)
-
-    if name not in TASKS:
-        raise ValueError(f"Unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}.")
-    return TASKS[name](seed=seed, **options)
-
-
 def completion_text(completion: str | list[dict[str, str]]) -> str:
     """The text of a TRL completion, plain (``str``) or conversational (``[{"role", "content"}]``)."""
     if isinstance(completion, str):
@@ -108,6 +99,7 @@ def task_from_dataset(
     reward_fn: RewardFunction,
     group_column: str = "group",
     eval_dataset: Dataset | None = None,
+    sft_dataset: Dataset | None = None,
     name: str = "custom",
     description: str = "A user-supplied task.",
     eval_fraction: float = 0.1,
@@ -126,12 +118,21 @@ def task_from_dataset(
             f"Dataset lacks column(s) {missing}; it has {train_dataset.column_names}. "
             "A task needs a 'prompt' column and the preference-group column named by group_column."
         )
+    if sft_dataset is not None:
+        missing = [column for column in ("prompt", "completion") if column not in sft_dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"sft_dataset lacks column(s) {missing}; it has {sft_dataset.column_names}. Warm-start data are "
+                "'prompt'/'completion' text pairs (the completion: what the policy should write after the prompt)."
+            )
     if eval_dataset is None:
         if not 0.0 < eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must lie strictly between 0 and 1, got {eval_fraction!r}; e.g. 0.1.")
         train_dataset, eval_dataset = stratified_split(train_dataset, group_column, eval_fraction, seed)
     config = {"eval_fraction": eval_fraction, "seed": seed}
-    return Task(name, description, train_dataset, eval_dataset, reward_fn, group_column, None, reward_range, config)
+    return Task(
+        name, description, train_dataset, eval_dataset, reward_fn, group_column, sft_dataset, reward_range, config
+    )
 
 
 def stratified_split(dataset: Dataset, group_column: str, eval_fraction: float, seed: int) -> tuple[Dataset, Dataset]:

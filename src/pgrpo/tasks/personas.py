@@ -375,11 +375,14 @@ def build(
     sft_preference: float = 0.5,
     describe_preferences: bool = False,
 ) -> Task:
-    """Build the personas task (module docstring) deterministically from ``seed``.
+    """Seven synthetic personas (style x music genre, imbalanced) ask for music; the persona is the group.
+
+    The task is built deterministically from ``seed`` (module docstring).
 
     seed:          everything random (group order, prompts, SFT completions, reward noise) derives from it.
     num_train:     train rows, split over the personas by ``shares`` with largest-remainder rounding.
     num_eval:      held-out rows, split equally over the personas (``balanced_eval``) or by ``shares``.
+    balanced_eval: split the held-out rows equally over the personas; False splits them by ``shares``.
     shares:        7 positive train shares in PERSONAS order, normalised to sum 1; default 0.40, 0.20, 0.15,
                    0.10, 0.07, 0.04, 0.04 (one majority, two 4% minorities).
     reward_scale:  one positive factor, or 7 in PERSONAS order, multiplying that persona's reward.
