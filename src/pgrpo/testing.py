@@ -13,6 +13,8 @@ from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from pgrpo.tasks.base import Task, task_from_dataset
+
 # GRPOConfig/PGRPOConfig arguments for tiny deterministic CPU runs in tests.
 CPU_ARGS: dict[str, object] = {
     "per_device_train_batch_size": 8,
@@ -78,3 +80,12 @@ def toy_reward(completions: list[str], group: list[str], **_: object) -> list[fl
         else:
             rewards.append(words.count("up") / len(words))
     return rewards
+
+
+def toy_task(seed: int = 0, num_rows: int = 64) -> Task:
+    """The toy dataset and reward as a task (for `pgrpo train --task pgrpo.testing:toy_task` with the toy model).
+
+    num_rows: prompts, every fourth from the small group; a quarter is held out.
+    """
+    return task_from_dataset(toy_dataset(num_rows), toy_reward, name="toy", eval_fraction=0.25, seed=seed,
+                             reward_range=(0.0, 10.0))  # fmt: skip

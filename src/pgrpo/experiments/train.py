@@ -14,6 +14,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,21 @@ def model_init_kwargs(model_args: ModelConfig, config: PGRPOConfig) -> dict[str,
     return {**kwargs, **(config.model_init_kwargs or {})}
 
 
+@contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for the ``with`` block only."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def as_chat(dataset: Dataset) -> Dataset:
     """Prompts as one user message each (for models with a chat template, as their instruct training was)."""
     return dataset.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
@@ -157,7 +174,6 @@ def train(
     name = f"{task_directory_name(run.task)}-{config.estimator}{'-random' * run.random_groups}-s{config.seed}"
     run_dir = Path(run.run_dir or Path("runs") / name)
     config.output_dir = str(run_dir / "checkpoints")
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))  # for --report_to tensorboard
     state = PartialState()  # under torchrun / accelerate launch only the main process prepares the directory
     with state.main_process_first():
         if state.is_main_process:
@@ -178,17 +194,19 @@ def train(
     if chat:
         train_dataset = as_chat(train_dataset)
         eval_dataset = eval_dataset and as_chat(eval_dataset)
-    trainer = PGRPOTrainer(
-        model=model_path,
-        reward_funcs=task.reward_fn,
-        args=config,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=[MetricsLog(run_dir / "metrics.jsonl")],
-        peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args),
-    )
+    tensorboard = {"TENSORBOARD_LOGGING_DIR": os.environ.get("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))}
+    with environment(**tensorboard):  # --report_to tensorboard writes into the run directory
+        trainer = PGRPOTrainer(
+            model=model_path,
+            reward_funcs=task.reward_fn,
+            args=config,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=[MetricsLog(run_dir / "metrics.jsonl")],
+            peft_config=get_peft_config(model_args),
+            quantization_config=get_quantization_config(model_args),
+        )
     checkpoint = config.resume_from_checkpoint
     if checkpoint is None and resuming and Path(config.output_dir).exists():
         checkpoint = get_last_checkpoint(config.output_dir)
