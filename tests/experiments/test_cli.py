@@ -122,7 +122,7 @@ def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path
     summaries = sorted(out.glob("runs/matrix/personas/*/seed*/summary.json"))
     assert len(summaries) == 6
     random_run = json.loads((out / "runs/matrix/personas/pgrpo_random/seed0/summary.json").read_text())
-    assert random_run["random_groups"]
+    assert random_run["group_labels"] == "random"
     results = json.loads((out / "results.json").read_text())
     assert set(results["personas"]) == {"grpo", "pgrpo", "pgrpo_random"}
     assert (out / "curves_personas.png").stat().st_size > 10_000

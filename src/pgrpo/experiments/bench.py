@@ -41,7 +41,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pgrpo_ema": {"estimator": "pgrpo", "history": "ema", "history_decay": 0.99},
     "pgrpo_window": {"estimator": "pgrpo", "history": "window", "history_window": 256},
     "pgrpo_scale": {"estimator": "pgrpo_scale"},
-    "pgrpo_random": {"estimator": "pgrpo", "random_groups": True},
+    "pgrpo_random": {"estimator": "pgrpo", "group_labels": "random"},
 }
 # The personas regime sweep: one factor at a time from the task's defaults (G=4, dense reward, no noise,
 # equal reward scales, shares 40/20/15/10/7/4/4%: two 4% minorities).
@@ -268,7 +268,7 @@ def plot_group_curves(runs: dict[str, list[dict[str, Any]]], path: Path, title: 
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False, sharex=True)
     for ax, (label, key) in zip(axes.flat, panels, strict=False):
         for variant, seeds in runs.items():
-            if key != "curve" and any(r.get("random_groups") for r in seeds):
+            if key != "curve" and any(r.get("group_labels", "task") != "task" for r in seeds):
                 continue  # its training metrics are keyed by the permuted labels, not by the real groups
             curves = [r[key] if key in ("curve", "worst_curve") else r["group_curves"].get(key, []) for r in seeds]
             length = min(len(c) for c in curves)

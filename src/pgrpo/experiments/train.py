@@ -12,7 +12,6 @@ import gc
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,13 +29,13 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from pgrpo.cli import Command
 from pgrpo.experiments.evaluation import evaluate_policy
+from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
 from pgrpo.experiments.runs import MetricsLog, prepare_run_dir, read_metrics, resolve
 from pgrpo.models import policy_path
 from pgrpo.tasks import Task, build_task
 from pgrpo.tasks.registry import task_directory_name
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 
-RANDOM_GROUP_COLUMN = "random_group"
 UNSET_OUTPUT_DIR = "runs/_unset"  # `pgrpo train` keeps checkpoints in <run_dir>/checkpoints; see check_flags
 
 
@@ -60,9 +59,14 @@ class RunArguments:
     )
     run_dir: str = field(default="", metadata={"help": "Run directory (default: runs/<task>-<estimator>-s<seed>)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing finished run directory."})
-    random_groups: bool = field(
-        default=False,
-        metadata={"help": "Normalize with randomly permuted group labels (the paper's ablation); rewards unchanged."},
+    group_labels: str = field(
+        default="task",
+        metadata={
+            "help": "Labels the trainer groups by: task (the task's groups), random (permuted: the paper's ablation), "
+            "merged (groups paired by size: half as many) or discovered (k-means of the prompt text). Rewards and "
+            "held-out per-group results always use the task's groups.",
+            "choices": list(LABEL_SOURCES),
+        },
     )
     eval_prompts: int = field(default=64, metadata={"help": "Held-out prompts to evaluate on (0 skips evaluation)."})
     eval_samples: int = field(default=4, metadata={"help": "Sampled completions per held-out prompt."})
@@ -100,13 +104,6 @@ def cpu_friendly_defaults() -> dict[str, Any]:
         "output_dir": UNSET_OUTPUT_DIR,
         "model_name_or_path": "tiny",
     }
-
-
-def with_random_groups(dataset: Dataset, group_column: str, seed: int) -> Dataset:
-    """Add a column with the group labels randomly permuted across rows (sizes kept, meaning lost)."""
-    labels = list(dataset[group_column])
-    random.Random(seed).shuffle(labels)
-    return dataset.add_column(RANDOM_GROUP_COLUMN, labels)
 
 
 def choose_group_column(config: PGRPOConfig, task: Task) -> str:
@@ -169,22 +166,20 @@ def train(
     check_flags(config)
     task = task or build_task(run.task, seed=run.task_seed, **run.options())
     group_column = choose_group_column(config, task)
-    config.group_column = RANDOM_GROUP_COLUMN if run.random_groups else group_column
     config.model_init_kwargs = model_init_kwargs(model_args, config)
-    name = f"{task_directory_name(run.task)}-{config.estimator}{'-random' * run.random_groups}-s{config.seed}"
+    labels = "" if run.group_labels == "task" else f"-{run.group_labels}"
+    name = f"{task_directory_name(run.task)}-{config.estimator}{labels}-s{config.seed}"
     run_dir = Path(run.run_dir or Path("runs") / name)
     config.output_dir = str(run_dir / "checkpoints")
-    state = PartialState()  # under torchrun / accelerate launch only the main process prepares the directory
-    with state.main_process_first():
+    state = PartialState()  # under torchrun / accelerate launch the main process prepares, then the others read
+    with state.main_process_first():  # the run directory, discovered labels and the tiny policy
+        train_dataset, config.group_column = with_labels(task, run.group_labels, group_column, config.seed)
         if state.is_main_process:
             sections = {"run": run, "trainer": config, "model": model_args}
             resuming = prepare_run_dir(run_dir, resolve(sections), run.overwrite)
         else:
             resuming = not run.overwrite and (run_dir / "checkpoints").exists()
-        model_path = policy_path(task, model_args.model_name_or_path)  # the main process builds a tiny policy first
-    train_dataset = task.train_dataset
-    if run.random_groups:
-        train_dataset = with_random_groups(train_dataset, group_column, config.seed)
+        model_path = policy_path(task, model_args.model_name_or_path)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:
@@ -236,7 +231,7 @@ def train(
         "task": run.task,
         "estimator": config.estimator,
         "history": config.history,
-        "random_groups": run.random_groups,
+        "group_labels": run.group_labels,
         "seed": config.seed,
         "steps": trainer.state.global_step,
         "train_seconds": train_seconds,
