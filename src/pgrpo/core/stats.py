@@ -59,6 +59,18 @@ def validate_history_options(history: str, decay: float, window: int) -> None:
         raise ValueError(f"history window must be a positive integer number of rewards, got {window!r}.")
 
 
+def validate_label(label: Any) -> Label:
+    """``label`` as a plain ``str`` or ``int``; ``TypeError``/``ValueError`` naming the fix otherwise."""
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (str, int, np.integer)):
+        raise TypeError(
+            f"Preference-group labels must be str or int, got {label!r} of type {type(label).__name__}; "
+            "cast the group column to str or int."
+        )
+    if isinstance(label, str) and not label.strip():
+        raise ValueError("Preference-group label is an empty string; give every prompt a non-empty group.")
+    return int(label) if isinstance(label, np.integer) else label
+
+
 def within_group_rank(group_index: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of every element among the elements of its group, in order of appearance.
 
@@ -168,28 +180,14 @@ class GroupRewardTracker:
                 f"Preference-group label at position {position} is missing (None or NaN). Every prompt "
                 "needs a group label: fill or drop those rows before training."
             )
-        lookup = np.empty(len(uniques), dtype=np.int64)
-        for code, label in enumerate(uniques.tolist()):
-            lookup[code] = self._label_index(label, add)
-        return torch.from_numpy(lookup[codes])
-
-    def _label_index(self, label: Any, add: bool) -> int:
-        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (str, int, np.integer)):
-            raise TypeError(
-                f"Preference-group labels must be str or int, got {label!r} of type {type(label).__name__}; "
-                "cast the group column to str or int."
-            )
-        if isinstance(label, str) and not label.strip():
-            raise ValueError("Preference-group label is an empty string; give every prompt a non-empty group.")
-        label = int(label) if isinstance(label, np.integer) else label
-        index = self._index.get(label)
-        if index is None:
-            if not add:
-                return -1
-            index = self._index[label] = len(self.labels)
-            self.labels.append(label)
+        distinct = [validate_label(label) for label in uniques.tolist()]  # all checked before any is registered
+        lookup = np.array([self._index.get(label, -1) for label in distinct], dtype=np.int64)
+        if add:
+            for position in np.flatnonzero(lookup < 0).tolist():
+                lookup[position] = self._index[distinct[position]] = len(self.labels)
+                self.labels.append(distinct[position])
             self._grow(len(self.labels))
-        return index
+        return torch.from_numpy(lookup[codes])
 
     def _grow(self, num_groups: int) -> None:
         old = self.count.numel()
