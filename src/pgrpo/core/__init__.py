@@ -9,7 +9,9 @@ from pgrpo.core.estimators import (
     prompt_moments,
     register_estimator,
 )
-from pgrpo.core.stats import HISTORY_KINDS, GroupRewardTracker, segment_moments
+from pgrpo.core.histories import HISTORY_KINDS
+from pgrpo.core.segments import segment_moments
+from pgrpo.core.stats import GroupRewardTracker
 
 __all__ = [
     "ESTIMATORS",

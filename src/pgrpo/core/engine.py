@@ -21,7 +21,9 @@ from typing import Any, Literal
 import torch
 
 from pgrpo.core.estimators import HISTORY_ESTIMATORS, AdvantageBatch, get_estimator
-from pgrpo.core.stats import GroupRewardTracker, Label, validate_history_options
+from pgrpo.core.histories import validate_history_options
+from pgrpo.core.labels import Label
+from pgrpo.core.stats import GroupRewardTracker
 
 UpdateOrder = Literal["update_then_normalize", "normalize_then_update"]
 UPDATE_ORDERS: tuple[str, ...] = ("update_then_normalize", "normalize_then_update")
