@@ -6,17 +6,29 @@ import numpy as np
 
 
 def history_reference(
-    rewards: np.ndarray, groups: list, history: str, decay: float = 0.99, window: int = 1024, unbiased: bool = False
+    rewards: np.ndarray,
+    groups: list,
+    history: str,
+    decay: float = 0.99,
+    window: int = 1024,
+    unbiased: bool = False,
+    cuts: list[int] | None = None,
 ) -> dict:
-    """Per-group (count, mean, std) from every finite reward seen, by the definition of each history."""
+    """Per-group (count, mean, std) from every finite reward seen, by the definition of each history.
+
+    ``cuts`` are the batch boundaries [0, ..., len(rewards)] (default: one batch). The window history covers the
+    last max(window, m) rewards of a group, m its finite rewards in the last batch that had any.
+    """
+    cuts = cuts if cuts is not None else [0, len(rewards)]
+    batch_of = np.searchsorted(cuts, np.arange(len(rewards)), side="right") - 1
     out = {}
     for label in dict.fromkeys(groups):
-        x = np.array(
-            [r for r, g in zip(rewards, groups, strict=True) if g == label and np.isfinite(r)], dtype=np.float64
-        )
+        rows = [i for i, (r, g) in enumerate(zip(rewards, groups, strict=True)) if g == label and np.isfinite(r)]
+        x = np.array([rewards[i] for i in rows], dtype=np.float64)
         count = len(x)
-        if history == "window":
-            x = x[-window:]
+        if history == "window" and rows:
+            in_last_batch = sum(batch_of[i] == batch_of[rows[-1]] for i in rows)
+            x = x[-max(window, in_last_batch) :]
         w = decay ** np.arange(len(x) - 1, -1, -1, dtype=np.float64) if history == "ema" else np.ones(len(x))
         if len(x) == 0:
             out[label] = (count, 0.0, 0.0)

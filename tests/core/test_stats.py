@@ -52,7 +52,7 @@ def test_tracker_matches_numpy_reference(history: str, options: dict, unbiased: 
     rewards, groups, cuts = stream
     tracker = GroupRewardTracker(history, **options)
     feed(tracker, rewards, groups, cuts)
-    reference = history_reference(rewards, groups, history, unbiased=unbiased, **options)
+    reference = history_reference(rewards, groups, history, unbiased=unbiased, cuts=cuts, **options)
     summary = tracker.summary(unbiased)
     assert list(summary) == list(reference)  # labels indexed in order of first appearance
     for label, (count, mean, std) in reference.items():
@@ -62,7 +62,9 @@ def test_tracker_matches_numpy_reference(history: str, options: dict, unbiased: 
         assert summary[label]["std"] == pytest.approx(std, rel=1e-6, abs=1e-6 * scale)
 
 
-@pytest.mark.parametrize(("history", "options"), HISTORIES)
+# The window equals its one-at-a-time version only while no group gets more than `window` rewards in one batch (a
+# bigger batch is normalized by all its rewards): a window longer than any stream here.
+@pytest.mark.parametrize(("history", "options"), [*HISTORIES[:2], ("window", {"window": 64})])
 @settings(max_examples=40, deadline=None)
 @given(stream=reward_stream())
 def test_batched_update_equals_sequential_welford(history: str, options: dict, stream) -> None:
@@ -153,6 +155,7 @@ def test_a_failed_encode_leaves_the_tracker_unchanged(bad) -> None:
         ({"history": "ema", "decay": 1.0}, "decay"),
         ({"decay": 0.0}, "decay"),
         ({"history": "window", "window": 0}, "window"),
+        ({"history": "window", "window": 1}, "window"),
         ({"window": 2.5}, "window"),
     ],
 )
@@ -176,3 +179,18 @@ def test_segment_moments_matches_numpy() -> None:
     assert mean.tolist() == [1.5, 4.0, 10.0, 0.0]
     assert count.tolist() == [2.0, 1.0, 1.0, 0.0]
     assert std.tolist() == pytest.approx([np.std([1, 2], ddof=1), 0.0, 0.0, 0.0])
+
+
+def test_a_batch_bigger_than_the_window_is_normalized_by_all_its_rewards() -> None:
+    tracker = GroupRewardTracker("window", window=3)
+    first = np.array([9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 1.0])  # 6 rewards of "a" (more than the window), 1 of "b"
+    groups = ["a"] * 6 + ["b"]
+    tracker.update(torch.tensor(first), tracker.encode(groups))
+    summary = tracker.summary()
+    assert summary["a"]["mean"] == pytest.approx(np.mean(first[:6]))
+    assert summary["a"]["std"] == pytest.approx(np.std(first[:6]))
+    assert tracker.state_dict()["window_values"] == [[6.0, 5.0, 4.0], [1.0]]  # the buffer keeps the last 3
+    # the next batch is small: back to the last `window` rewards, the new one included
+    tracker.update(torch.tensor([0.0]), tracker.encode(["a"]))
+    assert tracker.summary()["a"]["mean"] == pytest.approx(np.mean([5.0, 4.0, 0.0]))
+    assert tracker.summary()["a"]["count"] == 7

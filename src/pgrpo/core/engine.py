@@ -59,6 +59,11 @@ class EngineOptions:
             raise ValueError(f"eps must be >= 0, got {self.eps!r}.")
         if isinstance(self.min_count, bool) or not isinstance(self.min_count, int) or self.min_count < 1:
             raise ValueError(f"min_count must be an integer >= 1, got {self.min_count!r}.")
+        if self.history == "window" and self.window < self.min_count:
+            raise ValueError(
+                f"history window={self.window} is shorter than min_count={self.min_count}: the window could never "
+                "hold the rewards a group needs before its history is used. Raise window or lower min_count."
+            )
         if self.update_order not in UPDATE_ORDERS:
             raise ValueError(f"Unknown update_order {self.update_order!r}; choose one of {', '.join(UPDATE_ORDERS)}.")
 

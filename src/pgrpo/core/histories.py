@@ -16,7 +16,9 @@ is M2/W (population) or M2/(W - V/W) (sample, with reliability weights; M2/(n-1)
                 is discounted by decay^m: a batch equals feeding its rewards one at a time to an exponential
                 moving average of the mean and variance.
     window      the last ``window`` rewards of every group, in a (C, window) ring buffer; the moments are
-                recomputed (two-pass) for the groups a batch touches.
+                recomputed (two-pass) for the groups a batch touches, over the last max(window, m) rewards, m the
+                group's rewards in that batch: a batch bigger than the window is normalized by all its rewards,
+                never by the spread of only its last ``window`` (the buffer still keeps the last ``window``).
 
 cumulative and ema fold a batch in with the batched (Chan et al.) form of Welford's algorithm: with the batch's own
 moments (W_b, mu_b, M2_b), delta = mu_b - mu_g and the old history discounted by a,
@@ -25,7 +27,8 @@ moments (W_b, mu_b, M2_b), delta = mu_b - mu_g and the old history discounted by
     mu' = mu_g + delta * W_b / W'
     M2' = a M2_g + M2_b + delta^2 * a W_g * W_b / W'
 
-so every kind gives the same statistics whether rewards arrive in one batch or one at a time.
+so every kind gives the same statistics whether rewards arrive in one batch or one at a time (the window: as long as
+no group receives more than ``window`` rewards in one batch).
 """
 
 from __future__ import annotations
@@ -47,8 +50,11 @@ def validate_history_options(history: str, decay: float, window: int) -> None:
         raise ValueError(f"Unknown history kind {history!r}; choose one of {', '.join(HISTORY_KINDS)}.")
     if not (0.0 < decay < 1.0) or not math.isfinite(decay):
         raise ValueError(f"history decay must lie strictly between 0 and 1, got {decay!r}; e.g. 0.99.")
-    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-        raise ValueError(f"history window must be a positive integer number of rewards, got {window!r}.")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(
+            f"history window must be a positive integer number of rewards, at least 2, got {window!r}: a window "
+            "of one reward has no spread, so its advantages would be divided by eps alone; e.g. 1024."
+        )
 
 
 def make_history(kind: HistoryKind, decay: float = 0.99, window: int = 1024) -> RewardHistory:
@@ -238,6 +244,7 @@ class WindowHistory(RewardHistory):
     """The last ``size`` rewards of every group, in a (C, size) ring buffer (NaN where empty).
 
     Slot ``n mod size`` holds a group's n-th reward, so the buffer plus ``count`` give the rewards in order.
+    The moments of a group that a batch touches cover its last max(size, m) rewards, m of them from that batch.
     """
 
     kind = "window"
@@ -261,14 +268,24 @@ class WindowHistory(RewardHistory):
         slot = (seen.index_select(0, local) + rank) % self.size
         self.buffer[touched[local[keep]], slot[keep]] = rewards[keep]
         self.count.index_copy_(0, touched, (seen + m).to(torch.float64))
-        touched = touched[m > 0]
-        rows = self.buffer.index_select(0, touched)
+
+        in_batch = m > 0
+        rows = self.buffer.index_select(0, touched[in_batch])
         filled = ~torch.isnan(rows)
         n = filled.sum(1).to(torch.float64)
         mean = torch.where(filled, rows, 0.0).sum(1) / n
         m2 = torch.where(filled, (rows - mean[:, None]) ** 2, 0.0).sum(1)
+        overflow = m[in_batch] > self.size
+        if bool(overflow.any()):  # these groups: the moments of all their rewards in this batch
+            count = m.to(torch.float64)
+            batch_mean = torch.zeros_like(count).index_add_(0, local, rewards) / count.clamp_min(1)
+            deviation = rewards - batch_mean.index_select(0, local)
+            batch_m2 = torch.zeros_like(count).index_add_(0, local, deviation * deviation)
+            n = torch.where(overflow, count[in_batch], n)
+            mean = torch.where(overflow, batch_mean[in_batch], mean)
+            m2 = torch.where(overflow, batch_m2[in_batch], m2)
         for name, values in (("mean", mean), ("m2", m2), ("weight", n), ("weight_sq", n)):
-            getattr(self, name).index_copy_(0, touched, values)
+            getattr(self, name).index_copy_(0, touched[in_batch], values)
 
     def _chronological(self, num_groups: int) -> list[list[float]]:
         """Every group's rewards in the window, oldest first."""
