@@ -87,3 +87,13 @@ def advantage_reference(
     else:
         raise KeyError(name)
     return np.where(np.isfinite(rewards), out, 0.0)
+
+
+def sampling_reference(group_index: np.ndarray, alpha: float) -> np.ndarray:
+    """Row probabilities of group-balanced sampling written out: p(g) = share_g^alpha / sum_h share_h^alpha,
+    then uniform over the n_g rows of g."""
+    groups = sorted(set(group_index.tolist()))
+    rows = {g: int(np.sum(group_index == g)) for g in groups}
+    mass = {g: (rows[g] / len(group_index)) ** alpha for g in groups}
+    total = sum(mass.values())
+    return np.array([mass[g] / total / rows[g] for g in group_index.tolist()])

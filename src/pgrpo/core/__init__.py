@@ -1,4 +1,4 @@
-"""The pure core of pgrpo: reward statistics, advantage estimators and the engine (no TRL import)."""
+"""The pure core of pgrpo: reward statistics, advantage estimators, the engine and group sampling (no TRL import)."""
 
 from pgrpo.core.engine import UPDATE_ORDERS, AdvantageEngine, EngineOptions
 from pgrpo.core.estimators import (
@@ -10,6 +10,7 @@ from pgrpo.core.estimators import (
     register_estimator,
 )
 from pgrpo.core.histories import HISTORY_KINDS
+from pgrpo.core.sampling import group_balanced_probabilities, sample_group_balanced
 from pgrpo.core.segments import segment_moments
 from pgrpo.core.stats import GroupRewardTracker
 
@@ -23,7 +24,9 @@ __all__ = [
     "EngineOptions",
     "GroupRewardTracker",
     "get_estimator",
+    "group_balanced_probabilities",
     "prompt_moments",
     "register_estimator",
+    "sample_group_balanced",
     "segment_moments",
 ]
