@@ -97,3 +97,43 @@ def sampling_reference(group_index: np.ndarray, alpha: float) -> np.ndarray:
     mass = {g: (rows[g] / len(group_index)) ** alpha for g in groups}
     total = sum(mass.values())
     return np.array([mass[g] / total / rows[g] for g in group_index.tolist()])
+
+
+def balanced_weights_reference(groups: list) -> np.ndarray:
+    """w_i = N / (K_present * n_g(i)), counted label by label."""
+    counts = {g: groups.count(g) for g in dict.fromkeys(groups)}
+    return np.array([len(groups) / (len(counts) * counts[g]) for g in groups])
+
+
+def worst_group_reference(
+    batches: list[tuple[np.ndarray, list]],
+    step: float,
+    floor: float,
+    ceiling: float,
+    eps: float,
+    history: str = "cumulative",
+    **history_options,
+) -> tuple[list[np.ndarray], dict]:
+    """Weights of every training batch of a sequence, and the final log-weights per label, by the definition:
+
+    for every label with a finite reward in the batch, lambda += step * (rbar - mu_g) / (s + eps), clipped to
+    [log floor, log ceiling]; mu_g from the history of all rewards so far; w = exp(lambda) / batch mean.
+    """
+    log_weights: dict = {}
+    rewards_so_far: list[float] = []
+    groups_so_far: list = []
+    cuts = [0]
+    weights = []
+    for rewards, groups in batches:
+        rewards_so_far += list(rewards)
+        groups_so_far += list(groups)
+        cuts.append(len(rewards_so_far))
+        past = history_reference(np.array(rewards_so_far), groups_so_far, history, cuts=cuts, **history_options)
+        finite = [r for r in rewards if np.isfinite(r)]
+        for label in dict.fromkeys(g for r, g in zip(rewards, groups, strict=True) if np.isfinite(r)):
+            shortfall = (np.mean(finite) - past[label][1]) / (np.std(finite) + eps)
+            stepped = log_weights.get(label, 0.0) + step * shortfall
+            log_weights[label] = float(np.clip(stepped, np.log(floor), np.log(ceiling)))
+        w = np.exp([log_weights.get(g, 0.0) for g in groups])
+        weights.append(w / w.mean())
+    return weights, log_weights
