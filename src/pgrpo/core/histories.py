@@ -77,11 +77,10 @@ def moments_std(weight: torch.Tensor, weight_sq: torch.Tensor, m2: torch.Tensor,
 class RewardHistory:
     """The interface of every history kind, and the per-group moments they all store.
 
-    A subclass names its ``kind``, folds a batch in (:meth:`_fold`), and declares any further per-group
-    state in :meth:`_per_group_fill` (grown with the moments) and in the state dict.
+    A subclass folds a batch in (:meth:`_fold`) and declares any further per-group state in
+    :meth:`_per_group_fill` (grown with the moments) and in the state dict.
     """
 
-    kind: ClassVar[str]
     MOMENTS: ClassVar[tuple[str, ...]] = ("count", "weight", "weight_sq", "mean", "m2")
 
     def __init__(self) -> None:
@@ -204,8 +203,6 @@ class MergedHistory(RewardHistory):
 class CumulativeHistory(MergedHistory):
     """Every reward ever seen, with weight 1 (the paper)."""
 
-    kind = "cumulative"
-
     def _batch_moments(self, shifted: torch.Tensor, local: torch.Tensor, num_touched: int) -> BatchMoments:
         count = torch.bincount(local, minlength=num_touched).to(torch.float64)
         mean = torch.zeros(num_touched, dtype=torch.float64).index_add_(0, local, shifted) / count.clamp_min(1e-300)
@@ -216,8 +213,6 @@ class CumulativeHistory(MergedHistory):
 
 class EmaHistory(MergedHistory):
     """Exponentially decayed rewards: the newest weighs 1, the one before ``decay``, then ``decay**2``, ..."""
-
-    kind = "ema"
 
     def __init__(self, decay: float) -> None:
         super().__init__()
@@ -246,8 +241,6 @@ class WindowHistory(RewardHistory):
     Slot ``n mod size`` holds a group's n-th reward, so the buffer plus ``count`` give the rewards in order.
     The moments of a group that a batch touches cover its last max(size, m) rewards, m of them from that batch.
     """
-
-    kind = "window"
 
     def __init__(self, size: int) -> None:
         super().__init__()
