@@ -263,7 +263,8 @@ class WindowHistory(RewardHistory):
         self.count.index_copy_(0, touched, (seen + m).to(torch.float64))
 
         in_batch = m > 0
-        rows = self.buffer.index_select(0, touched[in_batch])
+        updated = touched[in_batch]
+        rows = self.buffer.index_select(0, updated)
         filled = ~torch.isnan(rows)
         n = filled.sum(1).to(torch.float64)
         mean = torch.where(filled, rows, 0.0).sum(1) / n
@@ -278,7 +279,7 @@ class WindowHistory(RewardHistory):
             mean = torch.where(overflow, batch_mean[in_batch], mean)
             m2 = torch.where(overflow, batch_m2[in_batch], m2)
         for name, values in (("mean", mean), ("m2", m2), ("weight", n), ("weight_sq", n)):
-            getattr(self, name).index_copy_(0, touched[in_batch], values)
+            getattr(self, name).index_copy_(0, updated, values)
 
     def _chronological(self, num_groups: int) -> list[list[float]]:
         """Every group's rewards in the window, oldest first."""

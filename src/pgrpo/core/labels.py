@@ -57,12 +57,13 @@ class GroupLabels:
         """
         codes, uniques = factorize(labels)
         distinct = [validate_label(label) for label in uniques]
-        lookup = np.array([self._index.get(label, -1) for label in distinct], dtype=np.int64)
-        if add:
-            for position in np.flatnonzero(lookup < 0).tolist():
-                lookup[position] = self._index[distinct[position]] = len(self.labels)
-                self.labels.append(distinct[position])
-        return torch.from_numpy(lookup[codes])
+        lookup = [self._index.get(label, -1) for label in distinct]
+        if add and -1 in lookup:
+            for position, label in enumerate(distinct):
+                if lookup[position] < 0:
+                    lookup[position] = self._index[label] = len(self.labels)
+                    self.labels.append(label)
+        return torch.from_numpy(np.array(lookup, dtype=np.int64)[codes])
 
 
 def factorize(labels: Sequence[Any] | np.ndarray | torch.Tensor) -> tuple[np.ndarray, list[Any]]:
