@@ -144,7 +144,7 @@ class AdvantageEngine:
         history_mean = self.tracker.mean[: self.tracker.num_groups]
         self.weights = self.weighting(WeightingBatch(rewards, group_index, history_mean), update)
         self._weighted_groups = group_index
-        return advantages * self.weights
+        return advantages.mul_(self.weights)  # the estimator's output is a fresh tensor
 
     @property
     def group_weights(self) -> torch.Tensor:

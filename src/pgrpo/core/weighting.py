@@ -112,10 +112,10 @@ class LossWeighting:
 
 @register_weighting("none")
 class NoWeighting(LossWeighting):
-    """w_i = 1: the advantages as the estimator gives them."""
+    """w_i = 1: the advantages as the estimator gives them (a broadcast view of one 1.0, no memory per completion)."""
 
     def __call__(self, batch: WeightingBatch, update: bool) -> torch.Tensor:
-        return torch.ones(batch.rewards.shape, dtype=torch.float64)
+        return torch.ones((), dtype=torch.float64).expand(batch.rewards.shape)
 
 
 @register_weighting("balanced")
