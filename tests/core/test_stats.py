@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgrpo.core import GroupRewardTracker, segment_moments
+from pgrpo.core import AdvantageEngine, GroupRewardTracker, segment_moments
 from tests.core.reference import history_reference
 
 HISTORIES = [("cumulative", {}), ("ema", {"decay": 0.9}), ("window", {"window": 5})]
@@ -194,3 +194,58 @@ def test_a_batch_bigger_than_the_window_is_normalized_by_all_its_rewards() -> No
     tracker.update(torch.tensor([0.0]), tracker.encode(["a"]))
     assert tracker.summary()["a"]["mean"] == pytest.approx(np.mean([5.0, 4.0, 0.0]))
     assert tracker.summary()["a"]["count"] == 7
+
+
+# Written by pgrpo before the histories were split into classes (and before loss weightings): checkpoints in the wild.
+OLD_ENGINE_STATE = {
+    "options": {
+        "estimator": "pgrpo", "history": "window", "decay": 0.99, "window": 3, "eps": 0.0001, "unbiased": False,
+        "min_count": 2, "update_order": "update_then_normalize",
+    },
+    "tracker": {
+        "version": 1, "history": "window", "decay": 0.99, "window": 3, "labels": ["a", 7],
+        "count": [4.0, 2.0], "weight": [3.0, 2.0], "weight_sq": [3.0, 2.0],
+        "mean": [1.8333333333333333, 4.5], "m2": [3.166666666666667, 0.5],
+        "window_values": [[2.0, 0.5, 3.0], [4.0, 5.0]],
+    },
+    "group_column": "persona",
+}  # fmt: skip
+
+
+def test_a_state_file_of_the_previous_layout_loads_and_keeps_going() -> None:
+    engine = AdvantageEngine(history="window", window=3, group_column="persona")
+    engine.load_state_dict(json.loads(json.dumps(OLD_ENGINE_STATE)))
+    assert engine.tracker.state_dict() == OLD_ENGINE_STATE["tracker"]
+    assert engine.tracker.summary()["a"] == {
+        "count": 4.0,
+        "mean": 1.8333333333333333,
+        "std": pytest.approx(np.std([2, 0.5, 3])),
+    }
+    engine(torch.tensor([6.0]), torch.tensor([0]), [7])  # the ring buffer continues where the saved one stopped
+    assert engine.tracker.state_dict()["window_values"] == [[2.0, 0.5, 3.0], [4.0, 5.0, 6.0]]
+    engine(torch.tensor([9.0]), torch.tensor([0]), [7])
+    assert engine.tracker.state_dict()["window_values"][1] == [5.0, 6.0, 9.0]
+    assert engine.tracker.summary()[7]["mean"] == pytest.approx(np.mean([5.0, 6.0, 9.0]))
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda state: state["window_values"][0].pop(),
+        lambda state: state["window_values"].pop(),
+        lambda state: state["m2"].append(1.0),
+        lambda state: state["labels"].__setitem__(1, "a"),
+        lambda state: state["labels"].__setitem__(1, 1.5),
+    ],
+)
+def test_a_malformed_state_is_refused_and_changes_nothing(corrupt) -> None:
+    source = GroupRewardTracker("window", window=3)
+    source.update(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), source.encode(["a", "a", "b", "a", "a"]))
+    state = json.loads(json.dumps(source.state_dict()))
+    corrupt(state)
+    tracker = GroupRewardTracker("window", window=3)
+    tracker.update(torch.tensor([7.0]), tracker.encode(["z"]))
+    before = tracker.state_dict()
+    with pytest.raises(ValueError, match=r"corrupt|values for"):
+        tracker.load_state_dict(state)
+    assert tracker.state_dict() == before

@@ -39,7 +39,7 @@ class GroupLabels:
         self.labels: list[Label] = [validate_label(label) for label in labels]
         self._index = {label: i for i, label in enumerate(self.labels)}
         if len(self._index) != len(self.labels):
-            raise ValueError(f"Preference-group labels must be distinct, got {list(labels)!r}.")
+            raise ValueError(f"Preference-group labels must be distinct, got {list(labels)!r:.200}.")
 
     def __len__(self) -> int:
         return len(self.labels)
