@@ -76,9 +76,7 @@ def memory_table() -> None:
                 labels = rng.integers(0, 10_000, 10_000)
                 engine(torch.from_numpy(rng.normal(size=10_000)), torch.arange(10_000) // 8, labels)
                 done += 1
-            tracker = engine.tracker
-            tensors = (tracker.count, tracker.weight, tracker.weight_sq, tracker.mean, tracker.m2, tracker._buffer)
-            sizes.append(sum(t.numel() * t.element_size() for t in tensors))
+            sizes.append(engine.tracker.nbytes)
         print(f"{history:<12}" + "".join(f"{s:>14,}" for s in sizes))
 
 

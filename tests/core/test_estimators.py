@@ -133,6 +133,22 @@ def test_history_kinds_feed_the_estimator() -> None:
         torch.testing.assert_close(advantages, (rewards.double() - reference[1]) / (reference[2] + EPS))
 
 
+def test_window_history_never_divides_a_batch_by_a_smaller_windows_spread() -> None:
+    """The window=2 report: rewards [5, 0, 1, 1] got [4e4, -1e4, 0, 0], normalized by their last two (std 0)."""
+    engine = AdvantageEngine(estimator="pgrpo", history="window", window=2)
+    rewards = torch.tensor([5.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    advantages = engine(rewards, torch.zeros(4, dtype=torch.long), ["g"] * 4)
+    x = rewards.numpy()
+    torch.testing.assert_close(advantages, torch.from_numpy((x - x.mean()) / (x.std() + EPS)))
+    assert engine.tracker.state_dict()["window_values"] == [[1.0, 1.0]]
+
+
+def test_a_window_shorter_than_min_count_is_refused_only_for_the_window_history() -> None:
+    with pytest.raises(ValueError, match=r"window=4 .* min_count=5"):
+        EngineOptions(history="window", window=4, min_count=5)
+    assert EngineOptions(history="cumulative", window=4, min_count=5).min_count == 5
+
+
 def test_new_estimator_is_one_decorated_function() -> None:
     @register_estimator("test_double_dr_grpo")
     def double(batch: AdvantageBatch, eps: float) -> torch.Tensor:
@@ -154,6 +170,8 @@ def test_new_estimator_is_one_decorated_function() -> None:
         ({"estimator": "ppo"}, "Unknown advantage estimator"),
         ({"history": "ema", "decay": 1.5}, "decay"),
         ({"history": "window", "window": -1}, "window"),
+        ({"history": "window", "window": 1}, "window must be a positive integer"),
+        ({"history": "window", "window": 4, "min_count": 5}, "min_count"),
         ({"min_count": 0}, "min_count"),
         ({"eps": -1.0}, "eps"),
         ({"update_order": "sometimes"}, "update_order"),

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgrpo.core import GroupRewardTracker, segment_moments
+from pgrpo.core import AdvantageEngine, GroupRewardTracker, segment_moments
 from tests.core.reference import history_reference
 
 HISTORIES = [("cumulative", {}), ("ema", {"decay": 0.9}), ("window", {"window": 5})]
@@ -52,7 +52,7 @@ def test_tracker_matches_numpy_reference(history: str, options: dict, unbiased: 
     rewards, groups, cuts = stream
     tracker = GroupRewardTracker(history, **options)
     feed(tracker, rewards, groups, cuts)
-    reference = history_reference(rewards, groups, history, unbiased=unbiased, **options)
+    reference = history_reference(rewards, groups, history, unbiased=unbiased, cuts=cuts, **options)
     summary = tracker.summary(unbiased)
     assert list(summary) == list(reference)  # labels indexed in order of first appearance
     for label, (count, mean, std) in reference.items():
@@ -62,7 +62,9 @@ def test_tracker_matches_numpy_reference(history: str, options: dict, unbiased: 
         assert summary[label]["std"] == pytest.approx(std, rel=1e-6, abs=1e-6 * scale)
 
 
-@pytest.mark.parametrize(("history", "options"), HISTORIES)
+# The window equals its one-at-a-time version only while no group gets more than `window` rewards in one batch (a
+# bigger batch is normalized by all its rewards): a window longer than any stream here.
+@pytest.mark.parametrize(("history", "options"), [*HISTORIES[:2], ("window", {"window": 64})])
 @settings(max_examples=40, deadline=None)
 @given(stream=reward_stream())
 def test_batched_update_equals_sequential_welford(history: str, options: dict, stream) -> None:
@@ -70,8 +72,10 @@ def test_batched_update_equals_sequential_welford(history: str, options: dict, s
     batched, sequential = GroupRewardTracker(history, **options), GroupRewardTracker(history, **options)
     feed(batched, rewards, groups, [0, len(rewards)])
     feed(sequential, rewards, groups, list(range(len(rewards) + 1)))
+    one_batch, one_by_one = batched.state_dict(), sequential.state_dict()
     for name in ("count", "weight", "weight_sq", "mean", "m2"):
-        torch.testing.assert_close(getattr(batched, name), getattr(sequential, name), rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(one_batch[name], one_by_one[name], rtol=1e-9, atol=1e-6)
+    assert one_batch.get("window_values") == one_by_one.get("window_values")
 
 
 @pytest.mark.parametrize(("history", "options"), HISTORIES)
@@ -133,6 +137,17 @@ def test_bad_labels_raise_clear_errors(labels: list, message: str) -> None:
         GroupRewardTracker().encode(labels)
 
 
+@pytest.mark.parametrize("bad", [1.5, "", None, True])
+def test_a_failed_encode_leaves_the_tracker_unchanged(bad) -> None:
+    tracker = GroupRewardTracker()
+    tracker.update(torch.tensor([1.0, 2.0]), tracker.encode(["known", "known"]))
+    before = tracker.state_dict()
+    with pytest.raises((ValueError, TypeError)):
+        tracker.encode(["a", "b", bad, "known"])
+    assert tracker.state_dict() == before and tracker.labels == ["known"]
+    assert tracker.encode(["b"]).tolist() == [1]  # the next new label still gets the next index
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -140,6 +155,7 @@ def test_bad_labels_raise_clear_errors(labels: list, message: str) -> None:
         ({"history": "ema", "decay": 1.0}, "decay"),
         ({"decay": 0.0}, "decay"),
         ({"history": "window", "window": 0}, "window"),
+        ({"history": "window", "window": 1}, "window"),
         ({"window": 2.5}, "window"),
     ],
 )
@@ -163,3 +179,73 @@ def test_segment_moments_matches_numpy() -> None:
     assert mean.tolist() == [1.5, 4.0, 10.0, 0.0]
     assert count.tolist() == [2.0, 1.0, 1.0, 0.0]
     assert std.tolist() == pytest.approx([np.std([1, 2], ddof=1), 0.0, 0.0, 0.0])
+
+
+def test_a_batch_bigger_than_the_window_is_normalized_by_all_its_rewards() -> None:
+    tracker = GroupRewardTracker("window", window=3)
+    first = np.array([9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 1.0])  # 6 rewards of "a" (more than the window), 1 of "b"
+    groups = ["a"] * 6 + ["b"]
+    tracker.update(torch.tensor(first), tracker.encode(groups))
+    summary = tracker.summary()
+    assert summary["a"]["mean"] == pytest.approx(np.mean(first[:6]))
+    assert summary["a"]["std"] == pytest.approx(np.std(first[:6]))
+    assert tracker.state_dict()["window_values"] == [[6.0, 5.0, 4.0], [1.0]]  # the buffer keeps the last 3
+    # the next batch is small: back to the last `window` rewards, the new one included
+    tracker.update(torch.tensor([0.0]), tracker.encode(["a"]))
+    assert tracker.summary()["a"]["mean"] == pytest.approx(np.mean([5.0, 4.0, 0.0]))
+    assert tracker.summary()["a"]["count"] == 7
+
+
+# Written by pgrpo before the histories were split into classes (and before loss weightings): checkpoints in the wild.
+OLD_ENGINE_STATE = {
+    "options": {
+        "estimator": "pgrpo", "history": "window", "decay": 0.99, "window": 3, "eps": 0.0001, "unbiased": False,
+        "min_count": 2, "update_order": "update_then_normalize",
+    },
+    "tracker": {
+        "version": 1, "history": "window", "decay": 0.99, "window": 3, "labels": ["a", 7],
+        "count": [4.0, 2.0], "weight": [3.0, 2.0], "weight_sq": [3.0, 2.0],
+        "mean": [1.8333333333333333, 4.5], "m2": [3.166666666666667, 0.5],
+        "window_values": [[2.0, 0.5, 3.0], [4.0, 5.0]],
+    },
+    "group_column": "persona",
+}  # fmt: skip
+
+
+def test_a_state_file_of_the_previous_layout_loads_and_keeps_going() -> None:
+    engine = AdvantageEngine(history="window", window=3, group_column="persona")
+    engine.load_state_dict(json.loads(json.dumps(OLD_ENGINE_STATE)))
+    assert engine.tracker.state_dict() == OLD_ENGINE_STATE["tracker"]
+    assert engine.tracker.summary()["a"] == {
+        "count": 4.0,
+        "mean": 1.8333333333333333,
+        "std": pytest.approx(np.std([2, 0.5, 3])),
+    }
+    engine(torch.tensor([6.0]), torch.tensor([0]), [7])  # the ring buffer continues where the saved one stopped
+    assert engine.tracker.state_dict()["window_values"] == [[2.0, 0.5, 3.0], [4.0, 5.0, 6.0]]
+    engine(torch.tensor([9.0]), torch.tensor([0]), [7])
+    assert engine.tracker.state_dict()["window_values"][1] == [5.0, 6.0, 9.0]
+    assert engine.tracker.summary()[7]["mean"] == pytest.approx(np.mean([5.0, 6.0, 9.0]))
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda state: state["window_values"][0].pop(),
+        lambda state: state["window_values"].pop(),
+        lambda state: state["m2"].append(1.0),
+        lambda state: state["labels"].__setitem__(1, "a"),
+        lambda state: state["labels"].__setitem__(1, 1.5),
+    ],
+)
+def test_a_malformed_state_is_refused_and_changes_nothing(corrupt) -> None:
+    source = GroupRewardTracker("window", window=3)
+    source.update(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), source.encode(["a", "a", "b", "a", "a"]))
+    state = json.loads(json.dumps(source.state_dict()))
+    corrupt(state)
+    tracker = GroupRewardTracker("window", window=3)
+    tracker.update(torch.tensor([7.0]), tracker.encode(["z"]))
+    before = tracker.state_dict()
+    with pytest.raises(ValueError, match=r"corrupt|values for"):
+        tracker.load_state_dict(state)
+    assert tracker.state_dict() == before

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pgrpo.core.stats import segment_moments
+from pgrpo.core.segments import segment_moments
 
 Estimator = Callable[["AdvantageBatch", float], torch.Tensor]
 ESTIMATORS: dict[str, Estimator] = {}
