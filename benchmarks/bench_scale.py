@@ -39,11 +39,6 @@ def rss_mib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def tracker_bytes(tracker: GroupRewardTracker) -> int:
-    tensors = [tracker.count, tracker.weight, tracker.weight_sq, tracker.mean, tracker.m2, tracker._buffer]
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 # --------------------------------------------------------------------------------------------- part 1: many groups
 def many_groups(num_groups: int, rng: np.random.Generator) -> None:
     print(f"== {num_groups:,} groups ==")
@@ -58,7 +53,7 @@ def many_groups(num_groups: int, rng: np.random.Generator) -> None:
         tracker.update(torch.from_numpy(rng.normal(size=num_groups)), index)
         print(
             f"{kind:>10}: register {num_groups:,} str labels {register_s:6.2f} s | statistics tensors "
-            f"{tracker_bytes(tracker) / 2**20:7.1f} MiB ({tracker_bytes(tracker) / num_groups:5.0f} B/group) | "
+            f"{tracker.nbytes / 2**20:7.1f} MiB ({tracker.nbytes / num_groups:5.0f} B/group) | "
             f"process RSS +{rss_mib() - before:7.1f} MiB (labels, index dict, tensors)"
         )
         del tracker, index

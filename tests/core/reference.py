@@ -116,7 +116,8 @@ def worst_group_reference(
 ) -> tuple[list[np.ndarray], dict]:
     """Weights of every training batch of a sequence, and the final log-weights per label, by the definition:
 
-    for every label with a finite reward in the batch, lambda += step * (rbar - mu_g) / (s + eps), clipped to
+    for every label with a finite reward in the batch, lambda += step * (mbar - mu_g) / (s + eps), mbar the mean
+    of those labels' mu, clipped to
     [log floor, log ceiling]; mu_g from the history of all rewards so far; w = exp(lambda) / batch mean.
     """
     log_weights: dict = {}
@@ -130,8 +131,10 @@ def worst_group_reference(
         cuts.append(len(rewards_so_far))
         past = history_reference(np.array(rewards_so_far), groups_so_far, history, cuts=cuts, **history_options)
         finite = [r for r in rewards if np.isfinite(r)]
-        for label in dict.fromkeys(g for r, g in zip(rewards, groups, strict=True) if np.isfinite(r)):
-            shortfall = (np.mean(finite) - past[label][1]) / (np.std(finite) + eps)
+        present = list(dict.fromkeys(g for r, g in zip(rewards, groups, strict=True) if np.isfinite(r)))
+        average = np.mean([past[label][1] for label in present])  # the present groups' history means, averaged
+        for label in present:
+            shortfall = (average - past[label][1]) / (np.std(finite) + eps)
             stepped = log_weights.get(label, 0.0) + step * shortfall
             log_weights[label] = float(np.clip(stepped, np.log(floor), np.log(ceiling)))
         w = np.exp([log_weights.get(g, 0.0) for g in groups])

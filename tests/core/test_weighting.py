@@ -69,7 +69,7 @@ def test_clip_bounds_nan_rewards_and_absent_groups() -> None:
     engine = AdvantageEngine(weighting="worst_group", weight_step=1.0, weight_floor=0.5, weight_ceiling=2.0)
     first = np.array([0.0, 0.0, 1.0, 1.0, 5.0, 5.0])
     run(engine, first, ["low", "low", "mid", "mid", "high", "high"])
-    scale = first.std() + EPS  # rbar = 2; history means 0, 1, 5
+    scale = first.std() + EPS  # history means 0, 1, 5: their average is 2
     mid = (2 - 1) / scale
     assert log_weights_by_label(engine) == {
         "low": math.log(2.0),  # 2 / scale = 0.93, clipped to the ceiling
@@ -83,10 +83,10 @@ def test_clip_bounds_nan_rewards_and_absent_groups() -> None:
         rtol=1e-12,
     )
 
-    # "low" has only NaN rewards and "high" is absent: they keep their log-weights; "mid" steps (history mean 0.75)
+    # "low" has only NaN rewards and "high" is absent: they keep their log-weights; "mid", the only group present,
+    # has no shortfall against the present groups' average (its own history mean): it keeps its weight too
     second = np.array([math.nan, math.nan, 0.0, 1.0])
     run(engine, second, ["low", "low", "mid", "mid"])
-    mid += (0.5 - 0.75) / (0.5 + EPS)
     assert log_weights_by_label(engine) == {
         "low": math.log(2.0),
         "mid": pytest.approx(mid, rel=1e-12),
@@ -105,9 +105,9 @@ def test_equal_rewards_with_eps_zero_step_to_a_bound_or_stay() -> None:
     engine = AdvantageEngine(weighting="worst_group", eps=0.0)
     run(engine, np.array([1.0, 1.0, 1.0]), ["a", "a", "b"])  # s = 0, no shortfall: 0 / 0 must not become NaN
     assert log_weights_by_label(engine) == {"a": 0.0, "b": 0.0}
-    run(engine, np.array([3.0, 3.0]), ["a", "b"])  # s = 0, rbar = 3 above both histories (5/3 and 2): ceiling
-    assert log_weights_by_label(engine) == {"a": math.log(5.0), "b": math.log(5.0)}
-    assert torch.equal(engine.weights, torch.ones(2, dtype=torch.float64))
+    run(engine, np.array([3.0, 3.0]), ["a", "b"])  # s = 0; histories 5/3 and 2, average 11/6: a trails, b leads
+    assert log_weights_by_label(engine) == {"a": math.log(5.0), "b": math.log(0.2)}
+    np.testing.assert_allclose(engine.weights.numpy(), np.array([5.0, 0.2]) / 2.6, rtol=1e-12)
 
 
 def test_evaluation_reads_the_weights_and_never_changes_them() -> None:

@@ -11,13 +11,14 @@ completions, so the loss keeps its scale and only its split between preference g
 worst_group (Sagawa et al. 2020, Group DRO; cf. Group Robust Preference Optimization, MaxMin-RLHF) is
 exponentiated-gradient ascent on per-group log-weights lambda_g (0 at start), the group's loss being its
 standardized reward shortfall. After each *training* batch's history update, for every group g with a finite
-reward in the batch,
+reward in the batch (the present groups P),
 
-    l_g      = (rbar - mu_g) / (s + eps)
+    l_g      = (mbar - mu_g) / (s + eps),        mbar = mean over h in P of mu_h
     lambda_g <- clip(lambda_g + eta * l_g, log(floor), log(ceiling))
 
-with mu_g the group's reward-history mean and rbar, s the mean and (population) std of the batch's finite rewards.
-A group whose history trails the batch (l_g > 0) gains weight; absent groups keep theirs. Evaluation reads lambda
+with mu_g the group's reward-history mean and s the (population) std of the batch's finite rewards. A group whose
+history trails the other present groups' (l_g > 0) gains weight, one ahead loses weight; the steps sum to 0 over
+P, so the weights do not drift together when every group improves; absent groups keep theirs. Evaluation reads lambda
 and never changes it; a group never updated (or a label unseen in training) has lambda = 0.
 
 Add a scheme with one decorated class::
@@ -143,10 +144,6 @@ class WorstGroupWeighting(LossWeighting):
     are symmetric in log space: no group is ever silenced (at least 1/5 of a neutral weight) and none takes over
     (at most 5x), so two groups' weights differ by at most 25x, which bounds the variance the weights add to the
     policy gradient.
-
-    Caveat: l_g is not centred over groups. When every group's rewards run ahead of a lagging history (a cumulative
-    history while the policy improves), all lambda drift up together and weights equalize at the ceiling; ema and
-    window histories lag less.
     """
 
     def __init__(self, step: float = 0.1, floor: float = 0.2, ceiling: float = 5.0, eps: float = 1e-4) -> None:
@@ -170,7 +167,8 @@ class WorstGroupWeighting(LossWeighting):
         if bool(valid.any()):
             rewards = batch.rewards[valid]
             present = torch.unique(batch.group_index[valid])
-            difference = rewards.mean() - batch.history_mean[present]
+            history_mean = batch.history_mean[present]
+            difference = history_mean.mean() - history_mean  # centred: the steps of the present groups sum to 0
             shortfall = difference / (rewards.std(correction=0) + self.eps)  # +-inf for s + eps = 0: a bound
             stepped = log_weights[present] + self.step * torch.where(difference == 0, 0.0, shortfall)
             log_weights[present] = stepped.clamp(math.log(self.floor), math.log(self.ceiling))
