@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from pgrpo.trainer.trainer import STATS_FILE
-from tests.core.reference import advantage_reference, history_reference
+from tests.core.reference import advantage_reference, history_reference, worst_group_reference
 
 NUM_GENERATIONS = 4  # toy_train's num_generations
 REPO = Path(__file__).resolve().parents[2]
@@ -103,8 +103,7 @@ def check_consistent_run(dump_dir: Path, output_dir: Path, num_processes: int, n
     Returns the records (``records[rank][batch]``)."""
     records = read_dumps(dump_dir, num_processes)
     assert [len(r) for r in records] == [num_batches] * num_processes
-    seen_rewards: list[float] = []
-    seen_groups: list[str] = []
+    seen: list[tuple[np.ndarray, list]] = []  # (rewards, labels) of every batch so far
     for batch, per_rank in enumerate(zip(*records, strict=True)):
         main = per_rank[0]
         assert main["num_processes"] == num_processes
@@ -118,17 +117,24 @@ def check_consistent_run(dump_dir: Path, output_dir: Path, num_processes: int, n
         per_func = np.array(main["rewards_per_func"], dtype=np.float64)
         weighted = per_func * np.array(main["reward_weights"])
         rewards = np.where(np.isnan(per_func).all(axis=1), np.nan, np.nansum(weighted, axis=1))  # TRL's rule
-        seen_rewards += rewards.tolist()
-        seen_groups += main["groups"]
-        stats = history_reference(np.array(seen_rewards), seen_groups, "cumulative")
+        seen.append((rewards, main["groups"]))
+        seen_groups = [g for _, groups in seen for g in groups]
+        stats = history_reference(np.concatenate([r for r, _ in seen]), seen_groups, "cumulative")
         mean, std, ready = (np.array([stats[g][i] for g in main["groups"]]) for i in (1, 2, 0))
         prompt_index = np.arange(len(rewards)) // NUM_GENERATIONS
         expected = advantage_reference("pgrpo", rewards, prompt_index, mean, std, ready >= 2, 1e-4)
+        options = main["state"]["options"]
+        if options["weighting"] == "worst_group":
+            weights, _ = worst_group_reference(
+                seen, options["weight_step"], options["weight_floor"], options["weight_ceiling"], options["eps"]
+            )
+            expected = expected * weights[-1]
         np.testing.assert_allclose(main["advantages"], expected, rtol=1e-9, atol=1e-12, err_msg=f"batch {batch}")
         tracker = main["state"]["tracker"]
         for label, (count, mu, _) in stats.items():
             index = tracker["labels"].index(label)
             assert (tracker["count"][index], tracker["mean"][index]) == pytest.approx((count, mu), rel=1e-12)
-    assert json.loads((output_dir / "final" / STATS_FILE).read_text()) == records[0][-1]["state"]
-    assert set(seen_groups) == {"big", "small"}
+    final = json.loads((output_dir / "final" / STATS_FILE).read_text())
+    assert set(final.pop("sampling")) == {"alpha"} and final == records[0][-1]["state"]
+    assert {g for _, groups in seen for g in groups} == {"big", "small"}
     return records

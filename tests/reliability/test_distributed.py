@@ -27,10 +27,14 @@ PER_DEVICE = 6  # completions per process: not a multiple of num_generations=4, 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_torchrun_ranks_hold_identical_statistics_equal_to_one_engine(toy_model_dir: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("group_options", [(), ("--alpha", 0, "--weighting", "worst_group")], ids=["plain", "group"])
+def test_torchrun_ranks_hold_identical_statistics_equal_to_the_reference(
+    toy_model_dir: str, tmp_path: Path, group_options: tuple
+) -> None:
+    """With group-balanced sampling and worst-group weights too: the same draws, weights and weighting state."""
     command = torchrun_command(
         2, toy_model_dir, tmp_path / "out", "--max-steps", STEPS, "--per-device-batch", PER_DEVICE,
-        "--dump-dir", tmp_path / "dump",
+        "--dump-dir", tmp_path / "dump", *group_options,
     )  # fmt: skip
     run_checked(command, tmp_path / "torchrun.log")
     check_consistent_run(tmp_path / "dump", tmp_path / "out", num_processes=2, num_batches=STEPS)

@@ -37,12 +37,16 @@ def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 1
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_reproduces_the_uninterrupted_run(toy_model_dir: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("group_options", [(), ("--alpha", 0, "--weighting", "worst_group")], ids=["plain", "group"])
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(
+    toy_model_dir: str, tmp_path: Path, group_options: tuple
+) -> None:
+    """Also with group-balanced sampling (its draws follow the seed and epoch) and worst-group weights (saved)."""
     reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
     env = script_env()
     with (tmp_path / "reference.log").open("w") as reference_log, (tmp_path / "killed.log").open("w") as killed_log:
         reference = subprocess.Popen(
-            toy_train_command(toy_model_dir, reference_dir, "--max-steps", MAX_STEPS),
+            toy_train_command(toy_model_dir, reference_dir, "--max-steps", MAX_STEPS, *group_options),
             cwd=REPO,
             env=env,
             stdout=reference_log,
@@ -50,7 +54,9 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(toy_model_dir: str
         )
         # checkpoint every step; a pause after each step keeps the run alive long enough to kill it mid-way
         killed = subprocess.Popen(
-            toy_train_command(toy_model_dir, run_dir, "--max-steps", MAX_STEPS, "--save-steps", 1, "--step-sleep", 0.3),
+            toy_train_command(
+                toy_model_dir, run_dir, "--max-steps", MAX_STEPS, "--save-steps", 1, "--step-sleep", 0.3, *group_options
+            ),
             cwd=REPO,
             env=env,
             stdout=killed_log,
@@ -74,7 +80,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(toy_model_dir: str
         assert saved["group_column"] == "group"
 
         resume = toy_train_command(
-            toy_model_dir, run_dir, "--max-steps", MAX_STEPS, "--save-steps", 1, "--resume", checkpoint
+            toy_model_dir, run_dir, "--max-steps", MAX_STEPS, "--save-steps", 1, "--resume", checkpoint, *group_options
         )
         run_checked(resume, tmp_path / "resumed.log")
         assert reference.wait(timeout=300) == 0, tail(tmp_path / "reference.log")
@@ -82,6 +88,8 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(toy_model_dir: str
     expected = json.loads((reference_dir / "final" / STATS_FILE).read_text())
     assert json.loads((run_dir / "final" / STATS_FILE).read_text()) == expected
     assert sum(expected["tracker"]["count"]) == MAX_STEPS * ROWS_PER_STEP
+    if group_options:  # the weights moved, so their exact resume is not trivial
+        assert any(value != 0 for value in expected["weighting"]["log_weights"])
     reference_parameters, resumed_parameters = (
         model_parameters(reference_dir / "final"),
         model_parameters(run_dir / "final"),

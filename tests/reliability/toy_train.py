@@ -94,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-rows", type=int, default=32)
     parser.add_argument("--deepspeed", default=None, help="DeepSpeed JSON config")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=1.0, help="group_sampling_alpha")
+    parser.add_argument("--weighting", default="none", help="group_weighting")
     return parser.parse_args(argv)
 
 
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
         save_steps=args.save_steps or 500,
         deepspeed=args.deepspeed,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        group_sampling_alpha=args.alpha,
+        group_weighting=args.weighting,
+        group_weight_step=0.5,
     )
     trainer = DumpingTrainer(
         model=args.model_dir,
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     final = Path(args.output_dir) / "final"
     trainer.save_model(str(final))
     if trainer.accelerator.is_main_process:
-        save_group_stats(trainer.advantage_engine, final / STATS_FILE)
+        save_group_stats(trainer.advantage_engine, final / STATS_FILE, config.group_sampling_alpha)
     accelerator = trainer.accelerator
     del trainer  # the DDP wrapper holds the process group: free it first, else gloo threads may abort the exit
     gc.collect()

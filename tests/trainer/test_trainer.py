@@ -47,11 +47,16 @@ class RecordingTrainer(PGRPOTrainer):
         return output
 
 
+def batch_cuts(batches: list[dict]) -> list[int]:
+    """Batch boundaries [0, n_1, n_1 + n_2, ...] of the concatenated rewards."""
+    return np.cumsum([0] + [len(b["rewards"]) for b in batches]).tolist()
+
+
 def reference_advantages(batches: list[dict], estimator: str, history: str, eps: float, **settings) -> np.ndarray:
     """P-GRPO advantages of the last batch from every batch's rewards: update the history, then normalize."""
     rewards = np.concatenate([b["rewards"] for b in batches])
     groups = [g for b in batches for g in b["groups"]]
-    stats = history_reference(rewards, groups, history, **settings)
+    stats = history_reference(rewards, groups, history, cuts=batch_cuts(batches), **settings)
     last = batches[-1]
     mean = np.array([stats[g][1] for g in last["groups"]])
     std = np.array([stats[g][2] for g in last["groups"]])
@@ -80,7 +85,7 @@ def test_every_estimator_trains_and_logs_per_group_metrics(toy_model_dir: str, t
 
 @pytest.mark.parametrize(
     ("history", "settings"),
-    [("cumulative", {}), ("ema", {"decay": 0.9}), ("window", {"window": 12})],
+    [("cumulative", {}), ("ema", {"decay": 0.9}), ("window", {"window": 12}), ("window", {"window": 4})],
 )
 def test_trained_advantages_equal_the_numpy_reference(
     toy_model_dir: str, tmp_path: Path, history: str, settings: dict
@@ -95,7 +100,9 @@ def test_trained_advantages_equal_the_numpy_reference(
     expected = reference_advantages(batches, "pgrpo", history, 1e-4, **settings)
     torch.testing.assert_close(batches[-1]["trained"], torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batches[-1]["logged"], torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
-    stats = history_reference(rewards, [g for b in batches for g in b["groups"]], history, **settings)
+    stats = history_reference(
+        rewards, [g for b in batches for g in b["groups"]], history, cuts=batch_cuts(batches), **settings
+    )
     for label, values in trainer.advantage_engine.tracker.summary().items():
         assert (values["count"], values["mean"], values["std"]) == pytest.approx(stats[label], rel=1e-9, abs=1e-12)
 
@@ -159,9 +166,8 @@ def test_checkpoint_resume_restores_group_statistics_exactly(toy_model_dir: str,
     resumed = make_trainer(toy_model_dir, tmp_path / "run", max_steps=4, save_strategy="steps", save_steps=2)
     resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
     assert resumed.advantage_engine.state_dict() == full.advantage_engine.state_dict()
-    assert resumed.advantage_engine.state_dict() == json.loads(
-        (tmp_path / "run" / "checkpoint-4" / STATS_FILE).read_text()
-    )
+    saved = json.loads((tmp_path / "run" / "checkpoint-4" / STATS_FILE).read_text())
+    assert saved.pop("sampling") == {"alpha": 1.0} and resumed.advantage_engine.state_dict() == saved
 
 
 def test_resume_of_a_tied_model_warns_of_no_missing_weights(

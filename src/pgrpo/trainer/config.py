@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from pgrpo.core import ESTIMATORS, HISTORY_KINDS, UPDATE_ORDERS, EngineOptions
+from pgrpo.core import ESTIMATORS, HISTORY_KINDS, UPDATE_ORDERS, WEIGHTINGS, EngineOptions
+from pgrpo.core.sampling import validate_alpha
 
 
 @dataclass
@@ -64,6 +65,29 @@ class PGRPOConfig(GRPOConfig):
         default="update_then_normalize",
         metadata={"help": f"When the batch enters the history: one of {', '.join(UPDATE_ORDERS)}."},
     )
+    group_sampling_alpha: float = field(
+        default=1.0,
+        metadata={
+            "help": "Group-balanced prompt sampling: p(group) proportional to share^alpha (1: the data as it is, "
+            "0: every group equally often)."
+        },
+    )
+    group_weighting: str = field(
+        default="none",
+        metadata={
+            "help": f"Per-completion loss weights multiplying the advantages: one of {', '.join(WEIGHTINGS)} "
+            "(balanced: every group in a batch gets the same total weight; worst_group: online Group-DRO weights)."
+        },
+    )
+    group_weight_step: float = field(
+        default=0.1, metadata={"help": "worst_group: step size on a group's standardized reward shortfall."}
+    )
+    group_weight_floor: float = field(
+        default=0.2, metadata={"help": "worst_group: lowest weight of a group, in (0, 1] (before normalization)."}
+    )
+    group_weight_ceiling: float = field(
+        default=5.0, metadata={"help": "worst_group: highest weight of a group, >= 1 (before normalization)."}
+    )
     max_logged_groups: int = field(
         default=32,
         metadata={"help": "Log per-group metrics while a run has at most this many groups (0 disables them)."},
@@ -92,6 +116,7 @@ class PGRPOConfig(GRPOConfig):
             )
         if self.max_logged_groups < 0:
             raise ValueError(f"max_logged_groups must be >= 0, got {self.max_logged_groups}.")
+        validate_alpha(self.group_sampling_alpha)
         self.engine_options()  # validates every engine option with a clear error
 
     def resolve_device_defaults(self) -> None:
@@ -113,4 +138,8 @@ class PGRPOConfig(GRPOConfig):
             unbiased=self.unbiased_history_std,
             min_count=self.min_history_count,
             update_order=self.update_order,
+            weighting=self.group_weighting,
+            weight_step=self.group_weight_step,
+            weight_floor=self.group_weight_floor,
+            weight_ceiling=self.group_weight_ceiling,
         )

@@ -32,7 +32,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from pgrpo.core import AdvantageEngine, GroupRewardTracker, segment_moments
+from pgrpo.core.labels import GroupLabels
 from pgrpo.trainer.config import PGRPOConfig
+from pgrpo.trainer.sampler import GroupBalancedSampler
 
 logger = logging.getLogger(__name__)
 SUPPORTED_TRL = SpecifierSet(">=1.16,<1.17")
@@ -43,6 +45,7 @@ OVERRIDDEN_TRL_METHODS: dict[str, tuple[str, ...]] = {
     "_generate_and_score_completions": ("self", "inputs"),
     "_save_checkpoint": ("self", "model", "trial"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
+    "_get_train_sampler": ("self", "dataset"),
 }
 
 
@@ -127,7 +130,7 @@ class PGRPOTrainer(GRPOTrainer):
         groups = self._gathered_groups
         advantages = self.advantage_engine(rewards, prompt_index, groups, update=mode == "train")
 
-        if self.args.estimator != "grpo":  # grpo: TRL's own advantages (same formula), so training is GRPOTrainer's
+        if self.args.estimator != "grpo" or self.args.group_weighting != "none":  # else TRL's own (same) advantages
             local = output["advantages"]
             start = self.accelerator.process_index * len(local)
             output["advantages"] = advantages[start : start + len(local)].to(local.device, local.dtype)
@@ -167,13 +170,31 @@ class PGRPOTrainer(GRPOTrainer):
                 metrics[f"{prefix}/history_mean"].append(tracker.mean[index].item())
                 metrics[f"{prefix}/history_std"].append(history_std[index].item())
                 metrics[f"{prefix}/history_count"].append(tracker.count[index].item())
+                if self.args.group_weighting != "none":
+                    metrics[f"{prefix}/loss_weight"].append(self.advantage_engine.group_weights[index].item())
+
+    # --------------------------------------------------------------- sampling
+    def _get_train_sampler(self, dataset=None):
+        """TRL's sampler, or with ``group_sampling_alpha != 1`` the same layout over group-balanced draws."""
+        dataset = self.train_dataset if dataset is None else dataset
+        if self.args.group_sampling_alpha == 1.0:
+            return super()._get_train_sampler(dataset)
+        group_index = GroupLabels().encode(dataset[self.args.group_column])
+        return GroupBalancedSampler(
+            group_index,
+            self.args.group_sampling_alpha,
+            mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            seed=self.args.seed,
+        )
 
     # --------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, trial):
         # Written before TRL's files, so that a checkpoint with a trainer_state.json always has its statistics.
         if self.args.should_save:
             checkpoint = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            save_group_stats(self.advantage_engine, checkpoint / STATS_FILE)
+            save_group_stats(self.advantage_engine, checkpoint / STATS_FILE, self.args.group_sampling_alpha)
             generate_every = self.args.steps_per_generation * self.num_iterations
             if self._step % generate_every:
                 logger.warning(
@@ -189,7 +210,7 @@ class PGRPOTrainer(GRPOTrainer):
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
-            load_group_stats(self.advantage_engine, Path(checkpoint) / STATS_FILE)
+            load_group_stats(self.advantage_engine, Path(checkpoint) / STATS_FILE, self.args.group_sampling_alpha)
 
 
 def zero_advantage_fraction(advantages: torch.Tensor, prompt_index: torch.Tensor) -> float:
@@ -206,16 +227,19 @@ def zero_advantage_fraction(advantages: torch.Tensor, prompt_index: torch.Tensor
     return (per_prompt == 0).double().mean().item()
 
 
-def save_group_stats(engine: AdvantageEngine, path: Path) -> None:
-    """Write the engine state as JSON atomically (temporary file, then rename)."""
+def save_group_stats(engine: AdvantageEngine, path: Path, sampling_alpha: float = 1.0) -> None:
+    """Write the engine state and the prompt-sampling setting as JSON atomically (temporary file, then rename).
+
+    The sampler itself needs no state: its draws follow from the seed and the epoch, which transformers restores.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(engine.state_dict()))
+    temporary.write_text(json.dumps({**engine.state_dict(), "sampling": {"alpha": sampling_alpha}}))
     os.replace(temporary, path)
 
 
-def load_group_stats(engine: AdvantageEngine, path: Path) -> None:
-    """Restore the engine state from ``path``; a missing or corrupt file is an error naming it."""
+def load_group_stats(engine: AdvantageEngine, path: Path, sampling_alpha: float = 1.0) -> None:
+    """Restore the engine state from ``path``; a missing or corrupt file, or another sampling alpha, is an error."""
     if not path.is_file():
         raise FileNotFoundError(
             f"Checkpoint {path.parent} has no P-GRPO group statistics ({path.name}); resuming without them would "
@@ -225,6 +249,12 @@ def load_group_stats(engine: AdvantageEngine, path: Path) -> None:
         state = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"P-GRPO group statistics file {path} is corrupt or truncated ({error}).") from error
+    saved_alpha = state.get("sampling", {}).get("alpha", 1.0) if isinstance(state, dict) else 1.0
+    if saved_alpha != sampling_alpha:
+        raise ValueError(
+            f"Cannot resume from {path}: it was trained with group_sampling_alpha={saved_alpha!r}, this run uses "
+            f"{sampling_alpha!r}; resume with the same group_sampling_alpha or start a new run."
+        )
     try:
         engine.load_state_dict(state)
     except KeyError as error:
