@@ -1,17 +1,21 @@
 """The MovieLens reward of a recommended title.
 
 Reward of a completion c for user u (range [0, 1]). Catalogue titles are found in c by longest
-match over normalized words (:class:`TitleMatcher`). With m the first title found:
+match over normalized words (:class:`TitleMatcher`; year, article and case optional). With m
+the first title found:
 
     q    = words(m) / words(c)                    1 for exactly one title, less for repeats,
                                                    lists of titles or extra text
-    base = (r_um - 1) / 4                          m held out for u with rating r_um
-         = 0                                       m already in u's history (seen)
-         = affinity_weight * a_u(m)                otherwise (genre affinity, :mod:`.taste`)
+    base = (r_um - 1) / 4                          u rated m after the prompt's time (held out), r_um in 1..5
+         = 0                                       m is in u's history (every such title is in the prompt)
+         = affinity_weight * a_u(m)                otherwise: u never rated m; genre affinity, min-max
+                                                   scaled over the catalogue (:mod:`.taste`)
     R    = base * q,          R = 0 when c names no catalogue title.
 
-``binary=True``: R = 1 when c is exactly one title (q = 1) that u rated >= ``like_threshold``
-in the held-out set, else 0.
+The observed rating wins where there is one; the taste estimate fills in the movies u never
+rated. With ``affinity_weight`` 1 a never-rated movie of u's favourite genres is worth a real
+5-star rating and the worst genre match in the catalogue is worth nothing. ``binary=True``:
+R = 1 when c is exactly one title (q = 1) that u rated >= ``like_threshold`` later, else 0.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pgrpo.tasks.movielens.titles import TitleMatcher
 
 
 def make_reward(
-    catalogue: pd.DataFrame, affinity_weight: float = 0.5, binary: bool = False, like_threshold: int = 4
+    catalogue: pd.DataFrame, affinity_weight: float = 1.0, binary: bool = False, like_threshold: int = 4
 ) -> RewardFunction:
     """The MovieLens reward (module docstring) over ``catalogue`` (movie_id, title, ``GENRES`` columns).
 

@@ -1,9 +1,11 @@
-"""The per-user time split: each user's history (what the prompt may show) and held-out targets.
+"""The per-user time split: what a user had watched when the recommendation is asked for, and what came later.
 
-Every user's ratings are sorted by (timestamp, movie_id); the last ``n_heldout`` ratings of
-catalogue movies are the user's held-out targets, and only ratings before the first target (the
-history) shape the prompt and the genre profile. Users with fewer than ``min_catalogue``
-catalogue ratings are dropped.
+Every user's ratings are sorted by (timestamp, movie_id). The recommendation is asked for right
+after the user's ``n_history``-th rating of a catalogue movie: the history is every rating up to
+and including that one (it shapes the taste profile, and its ``n_history`` catalogue titles are
+all shown in the prompt, so "already watched" is visible to the policy), and the held-out
+targets are all of the user's later catalogue ratings. Users with fewer than ``min_heldout``
+later catalogue ratings are dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pandas as pd
 
 
 def time_split(
-    ratings: pd.DataFrame, catalogue_ids: set[int], n_heldout: int, min_catalogue: int
+    ratings: pd.DataFrame, catalogue_ids: set[int], n_history: int, min_heldout: int
 ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     """(eligible user ids sorted, history rows, target rows) of the module docstring.
 
@@ -22,9 +24,7 @@ def time_split(
     ratings = ratings.sort_values(["user_id", "timestamp", "movie_id"], kind="stable").reset_index(drop=True)
     ratings["in_catalogue"] = ratings["movie_id"].isin(catalogue_ids)
     n_catalogue = ratings.groupby("user_id")["in_catalogue"].transform("sum")
-    ratings = ratings[n_catalogue >= min_catalogue].copy()
-    # 0 for a user's first catalogue rating, 1 for the second, ...; targets are the last n_heldout of them.
-    rank = ratings.groupby("user_id")["in_catalogue"].cumsum() - 1
-    is_target = ratings["in_catalogue"] & (rank >= n_catalogue[ratings.index] - n_heldout)
-    after_first_target = is_target.groupby(ratings["user_id"]).cummax()
-    return np.unique(ratings["user_id"]), ratings[~after_first_target], ratings[is_target]
+    ratings = ratings[n_catalogue >= n_history + min_heldout].copy()
+    catalogue_before = ratings.groupby("user_id")["in_catalogue"].cumsum() - ratings["in_catalogue"]
+    in_history = catalogue_before < n_history
+    return np.unique(ratings["user_id"]), ratings[in_history], ratings[~in_history & ratings["in_catalogue"]]

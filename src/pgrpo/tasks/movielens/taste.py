@@ -11,8 +11,12 @@ p_bar, smoothed by tau = 0.02:
 
     t_u[g] = (p_u[g] + tau) / (p_bar[g] + tau)          (> 1: likes g more than the average user)
 
-Affinity of u to movie m over the catalogue: a_u(m) = s_u(m) / max_{m'} s_u(m') with
-s_u(m) = mean_{g in m} t_u[g]. Clusters: KMeans on sqrt(p_u) (Hellinger geometry).
+Affinity of u to movie m, min-max scaled over the catalogue (0 for the catalogue movie that
+matches u's taste worst, 1 for the best):
+
+    s_u(m) = mean_{g in m} t_u[g],        a_u(m) = (s_u(m) - min_m' s_u(m')) / (max_m' s_u(m') - min_m' s_u(m'))
+
+Clusters: KMeans on sqrt(p_u) (Hellinger geometry).
 """
 
 from __future__ import annotations
@@ -47,13 +51,13 @@ def genre_taste(profiles: pd.DataFrame) -> pd.DataFrame:
 
 
 def genre_affinity(taste: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """a_u(m) = s_u(m) / max_{m' in catalogue} s_u(m'),  s_u(m) = mean_{g in m} t_u[g]; in [0, 1].
+    """a_u(m) of the module docstring, min-max scaled over the M catalogue movies; in [0, 1].
 
-    taste: (G,) positive t_u; flags: (M, G) 0/1 genres of the M catalogue movies. Returns (M,), 0 for genre-less
-    movies and 1 for the best-matching ones.
+    taste: (G,) positive t_u; flags: (M, G) 0/1 genres of the catalogue movies (s_u = 0 for a genre-less one).
+    Returns (M,): 0 for the worst-matching movies, 1 for the best-matching ones (all 0 if every s_u is equal).
     """
     score = (flags @ taste) / np.maximum(flags.sum(axis=1), 1.0)
-    return score / score.max()
+    return (score - score.min()) / max(score.max() - score.min(), 1e-12)
 
 
 def cluster_users(profiles: pd.DataFrame, k: int, seed: int) -> pd.Series:

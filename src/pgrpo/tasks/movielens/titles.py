@@ -20,10 +20,14 @@ def normalize(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text)
 
 
-def display_title(title: str) -> str:
-    """The title with a trailing article put in front: "Godfather, The (1972)" -> "The Godfather (1972)"."""
+def display_title(title: str, year: bool = True) -> str:
+    """The title with a trailing article put in front: "Godfather, The (1972)" -> "The Godfather (1972)".
+
+    ``year=False`` drops the release year: "The Godfather".
+    """
     match = re.fullmatch(rf"(.*), ({_ARTICLES})( \(\d{{4}}\))?", title.strip(), flags=re.IGNORECASE)
-    return title.strip() if match is None else f"{match.group(2)} {match.group(1)}{match.group(3) or ''}"
+    shown = title.strip() if match is None else f"{match.group(2)} {match.group(1)}{match.group(3) or ''}"
+    return shown if year else re.sub(r"\s*\(\d{4}\)$", "", shown)
 
 
 def title_names(title: str) -> tuple[set[str], str | None]:
@@ -75,3 +79,15 @@ class TitleMatcher:
             else:
                 i += 1
         return ids, lengths, len(words)
+
+
+def shown_titles(titles: Sequence[str], movie_ids: Sequence[int]) -> dict[int, str]:
+    """How prompts and warm-start completions name each catalogue movie: its :func:`display_title` without the
+    year (fewer words for a tiny word-level policy to get right), or with it where the year-less name would be
+    found as another movie ("Sabrina" in a catalogue holding the 1954 and the 1995 film)."""
+    matcher = TitleMatcher(titles, movie_ids)
+    shown = {}
+    for title, movie_id in zip(titles, movie_ids, strict=True):
+        short = display_title(title, year=False)
+        shown[int(movie_id)] = short if matcher.find(short)[0] == [int(movie_id)] else display_title(title)
+    return shown
