@@ -1,0 +1,95 @@
+"""Build the ``reviews`` task: prompts per target rating, warm-start reviews and the reward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from datasets import Dataset
+
+from pgrpo.tasks.base import Task, register_task
+from pgrpo.tasks.reviews.data import load_reviews, truncate_review, words
+from pgrpo.tasks.reviews.rating_model import rating_model
+from pgrpo.tasks.reviews.reward import SCORES, make_reward
+
+
+def review_prompt(category: str, rating: int) -> str:
+    """The task prompt for a review of ``category`` that expresses ``rating`` stars."""
+    return f"Category: {category}. Rating: {rating} of 5 stars. Review:"
+
+
+@register_task("reviews")
+def build(
+    seed: int = 0,
+    path: str | Path | None = None,
+    category_field: str | None = None,
+    test_fraction: float = 0.2,
+    n_train: int = 2000,
+    n_eval: int = 200,
+    score: Literal["expected", "probability"] = "expected",
+    min_words: int = 5,
+    sft_per_rating: int = 300,
+    sft_words: int = 24,
+) -> Task:
+    """Build the ``reviews`` task (:mod:`pgrpo.tasks.reviews`).
+
+    path:            Goodreads-style JSON lines (``review_text``, ``rating``); ``None``: the wheel's clothing reviews.
+    n_train, n_eval: number of RL prompts drawn (seeded, natural rating shares) from the train / test split.
+    score:           "expected" (closeness of the expected rating) or "probability" (of the target class).
+    """
+    config = dict(locals(), path=None if path is None else str(path))
+    if score not in SCORES:
+        raise ValueError(f"Unknown score {score!r}; choose one of {', '.join(SCORES)}.")
+    source = None if path is None else str(path)
+    model = rating_model(source, seed, test_fraction, category_field)
+    frame = load_reviews(source, category_field)
+    rng = np.random.default_rng(seed)
+
+    def prompts(index: np.ndarray, n: int) -> Dataset:
+        rows = frame.iloc[np.sort(rng.choice(index, size=min(n, len(index)), replace=False))]
+        return Dataset.from_dict(
+            {
+                "prompt": [review_prompt(c, r) for c, r in zip(rows["category"], rows["rating"], strict=True)],
+                "group": rows["rating"].tolist(),
+                "target_rating": rows["rating"].tolist(),
+            }
+        )
+
+    train, evaluation = prompts(model.train_index, n_train), prompts(model.test_index, n_eval)
+    pool = frame.iloc[model.train_index]
+    pool = pool.assign(short=pool["text"].map(lambda text: truncate_review(text, sft_words)))
+    pool = pool[pool["short"].map(lambda text: len(words(text)) >= min_words)]
+    sft_rows = [
+        rows.iloc[np.sort(rng.choice(len(rows), size=min(sft_per_rating, len(rows)), replace=False))]
+        for _, rows in pool.groupby("rating")
+    ]
+    sft = pd.concat(sft_rows)
+    sft_dataset = Dataset.from_dict(
+        {
+            "prompt": [review_prompt(c, r) for c, r in zip(sft["category"], sft["rating"], strict=True)],
+            "completion": (" " + sft["short"]).tolist(),
+        }
+    )
+    config["rating_model"] = {"accuracy": model.accuracy, "macro_f1": model.macro_f1}
+    shares = pd.Series(train["group"]).value_counts(normalize=True).sort_index()
+    description = (
+        f"Review generation ({len(frame)} real reviews): each prompt gives a product category and a target star "
+        f"rating (the preference group), and the completion is the review. The reward is "
+        f"{'1 - |E[rating] - target| / 4' if score == 'expected' else 'p(target rating)'} under a TF-IDF + "
+        f"logistic-regression rating model (held-out accuracy {model.accuracy:.2f}, macro-F1 {model.macro_f1:.2f}), "
+        f"times a quality factor that zeroes empty, short, repetitive, word-salad and gibberish text. "
+        f"Train shares by rating: {'; '.join(f'{k}: {v:.0%}' for k, v in shares.items())}."
+    )
+    return Task(
+        name="reviews",
+        description=description,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        reward_fn=make_reward(model, score, min_words),
+        group_column="group",
+        sft_dataset=sft_dataset,
+        reward_range=(0.0, 1.0),
+        config=config,
+    )
