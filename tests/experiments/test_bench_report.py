@@ -21,13 +21,15 @@ from pgrpo.experiments.bench.statistics import collect, interval, smooth, steps_
 
 SEEDS = (0, 1, 2)
 NOISE = np.array([0.0, 0.01, -0.01])  # per seed: intervals are tight but not zero-width
-# setting -> (task, regime or None); variant -> setting -> (Δ overall, Δ worst) added to grpo's on every seed
-SETTINGS = {"a": ("a", None), "a:hard": ("a", {"flag": 1}), "b": ("b", None)}
+# setting -> (task, regime flags, None for the task's defaults, or "sweep" for a bench made before regimes)
+SETTINGS = {"a": ("a", None), "a:hard": ("a", {"flag": 1}), "b": ("b", None), "sweep: G=2": ("a", "sweep")}
+# variant -> setting -> (Δ overall, Δ worst) added to grpo's on every seed
 EFFECTS = {
     "good": {"a": (0.02, 0.10), "a:hard": (0.0, 0.0), "b": (0.02, 0.10)},  # clears the bar (tasks a, b)
     "good_random": {"a": (0.0, 0.0), "a:hard": (0.0, 0.0), "b": (0.0, 0.0)},
     "costly": {"a": (-0.10, 0.10), "b": (-0.10, 0.10)},  # worst group up, overall significantly down
-    "lucky": {"a": (0.0, 0.10), "a:hard": (0.0, 0.10), "b": (0.0, 0.0)},  # two settings, one task
+    "lucky": {"a": (0.0, 0.10), "a:hard": (0.0, 0.10), "b": (0.0, 0.0), "sweep: G=2": (0.0, 0.0)},  # one task
+    "lucky_random": {"a": (0.0, 0.0), "a:hard": (0.0, 0.0)},
     "labelfree": {"a": (0.0, 0.10), "b": (0.0, 0.10)},  # its random-label control does as well
     "labelfree_random": {"a": (0.0, 0.10), "b": (0.0, 0.10)},
 }
@@ -55,7 +57,11 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bench")
     for setting, (task, regime) in SETTINGS.items():
         base = root / "runs" / ("matrix" if regime is None else "regimes") / setting.replace(":", "-")
-        if regime is not None:
+        if regime == "sweep":  # the layout of benches made before regimes
+            base = root / "runs/sweep/r0"
+            base.mkdir(parents=True)
+            (base / "regime.txt").write_text(setting.removeprefix("sweep: "))
+        elif regime is not None:
             base.mkdir(parents=True)
             (base / "regime.json").write_text(json.dumps({"task": task, "name": setting, "task_options": {},
                                                           "flags": regime, "variants": []}))  # fmt: skip
@@ -110,14 +116,15 @@ def test_differences_pair_the_same_seed_and_skip_unpaired_ones() -> None:
 def test_the_bar_passes_only_the_variant_that_earns_it(bench_dir: Path) -> None:
     settings = collect(bench_dir / "runs")
     assert {name: (s.task, s.kind) for name, s in settings.items()} == {
-        "a": ("a", "task"), "a:hard": ("a", "regime"), "b": ("b", "task")
+        "a": ("a", "task"), "a:hard": ("a", "regime"), "b": ("b", "task"), "sweep: G=2": ("a", "sweep")
     }  # fmt: skip
     verdicts = bar(summarize({name: s.runs for name, s in settings.items()}), settings)
     assert set(verdicts) == {"good", "costly", "lucky", "labelfree"}  # grpo and the controls are no candidates
     assert verdicts["good"] == {"beats grpo": ["a", "b"], "tasks": ["a", "b"], "beats random labels": ["a", "b"],
                                 "met": True}  # fmt: skip
     assert verdicts["costly"]["beats grpo"] == [] and not verdicts["costly"]["met"]
-    assert verdicts["lucky"]["tasks"] == ["a"] and not verdicts["lucky"]["met"]
+    assert verdicts["lucky"]["tasks"] == ["a"] and verdicts["lucky"]["beats random labels"] == ["a", "a:hard"]
+    assert not verdicts["lucky"]["met"]  # two settings of one task are one task
     assert verdicts["labelfree"]["tasks"] == ["a", "b"] and verdicts["labelfree"]["beats random labels"] == []
     assert not verdicts["labelfree"]["met"]
 
@@ -125,16 +132,17 @@ def test_the_bar_passes_only_the_variant_that_earns_it(bench_dir: Path) -> None:
 def test_report_writes_results_tables_and_figures(bench_dir: Path) -> None:
     report = write_report(bench_dir, "pgrpo bench --out x").read_text()
     results = json.loads((bench_dir / "results.json").read_text())
-    assert set(results) == {"a", "a:hard", "b", "bar"} and results["bar"]["good"]["met"]
+    assert set(results) == {"a", "a:hard", "b", "sweep: G=2", "bar"} and results["bar"]["good"]["met"]
     row = results["b"]["good"]
     assert row["eval worst group (sampled) - grpo"] == pytest.approx(t_interval(0.10 + NOISE))
     assert row["eval worst group (sampled) - random labels"] == pytest.approx((0.10, 0.0), abs=1e-12)  # same noise
     assert row["eval reward (sampled) - grpo"] == pytest.approx(t_interval(0.02 + NOISE))
     assert set(row["per_group_eval"]) == {"g1", "g2"} and results["b"]["grpo"]["seeds"] == 3
     assert "| good | a, b | a, b | a, b | **yes** |" in report
-    assert "| lucky | a, a:hard | a | none | no |" in report
+    assert "| lucky | a, a:hard | a | a, a:hard | no |" in report
     assert 'Regime of `a`: flags `{"flag": 1}`.' in report and "Held-out prompts per group: g1 30, g2 30." in report
-    assert report.index("### a\n") < report.index("### a:hard\n") < report.index("## b\n")
+    assert report.index("### a\n") < report.index("### a:hard\n") < report.index("### sweep: G=2\n")
+    assert report.index("### sweep: G=2\n") < report.index("## b\n")
     for figure in ("worst_vs_overall.png", "regimes.png", "groups_a.png", "groups_b.png", "curves_a-hard.png"):
         assert (bench_dir / figure).stat().st_size > 10_000, figure
         assert f"]({figure})" in report
