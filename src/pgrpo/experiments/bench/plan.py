@@ -33,7 +33,7 @@ BENCH_SETS = {
     "per_device_train_batch_size": "--prompts_per_step (completions per step = prompts x num_generations)",
     "eval_prompts": "--eval_prompts",
     "run_dir": "--out (runs live in <out>/runs/)",
-    "save_steps": "nothing: the bench checkpoints at half of --max_steps, to resume from",
+    "save_steps": "no flag (the bench checkpoints at half of --max_steps, to resume from)",
 }
 
 
