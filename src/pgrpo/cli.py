@@ -45,9 +45,15 @@ class Command:
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pgrpo.experiments.train:TRAIN", "train one policy on a task and evaluate it (one run directory)"),
     "tasks": ("pgrpo.tasks.registry:LIST", "the tasks (built-in and installed) with their options and defaults"),
-    "demo": ("pgrpo.experiments.bench:DEMO", "GRPO vs P-GRPO on personas with the tiny policy, in about a minute"),
-    "bench": ("pgrpo.experiments.bench:BENCH", "the experiment matrix: tasks x variants x seeds, then the report"),
-    "report": ("pgrpo.experiments.bench:REPORT", "tables, figures and results.json of a bench directory"),
+    "demo": (
+        "pgrpo.experiments.bench.commands:DEMO",
+        "GRPO vs P-GRPO on personas with the tiny policy, in about a minute",
+    ),
+    "bench": (
+        "pgrpo.experiments.bench.commands:BENCH",
+        "the experiment matrix: tasks x variants x seeds, then the report",
+    ),
+    "report": ("pgrpo.experiments.bench.commands:REPORT", "tables, figures and results.json of a bench directory"),
     "judge": ("pgrpo.experiments.judge.command:JUDGE", "per-group win rate of one run's policy over another's"),
     "groups": (
         "pgrpo.groups.command:GROUPS",

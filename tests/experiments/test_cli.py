@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from pgrpo.cli import main
-from pgrpo.experiments.bench import interval, steps_to, summarize
 from pgrpo.experiments.runs import read_metrics
 
 
@@ -34,6 +33,7 @@ def test_train_writes_a_complete_run_directory(toy_model_dir: str, tmp_path: Pat
     assert any(k.startswith("group/") and k.endswith("/history_count") for k in metrics[-1])
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert evaluation["num_prompts"] == 7 and len(evaluation["per_group_sampled"]) == 7
+    assert evaluation["per_group_prompts"] == {name: 1 for name in evaluation["per_group_sampled"]}
     assert math.isfinite(evaluation["kl_to_initial"]) and evaluation["perplexity"] > 1
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 2 and not summary["resumed"]
@@ -92,40 +92,31 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
 
 
-def test_interval_and_steps_to_threshold() -> None:
-    mean, half = interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and half == pytest.approx(2.484, abs=1e-3)  # t(0.975, 2) * 1 / sqrt(3)
-    assert interval([5.0])[0] == 5.0 and math.isnan(interval([5.0])[1])
-    assert steps_to([0.0, 0.1, 1.0, 1.0, 1.0, 1.0, 1.0], 0.5) == 4.0  # smoothed over 5 steps
-    assert math.isnan(steps_to([0.0, 0.1], 0.9))
-
-
-def test_summarize_pairs_each_seed_with_grpo() -> None:
-    def run(seed: int, value: float) -> dict:
-        ev = {"reward_sampled": value, "worst_group_sampled": value / 2, "per_group_sampled": {"a": value}}
-        return {"seed": seed, "eval": ev, "curve": [value] * 5, "final_train_reward": value, "seconds_per_step": 1.0}
-
-    table = summarize({"t": {"grpo": [run(0, 1.0), run(1, 3.0)], "pgrpo": [run(0, 2.0), run(1, 4.0)]}})
-    assert table["t"]["pgrpo"]["eval reward (sampled) - grpo"] == (1.0, 0.0)
-    assert table["t"]["pgrpo"]["eval reward (sampled)"][0] == 3.0
-    assert table["t"]["pgrpo"]["per_group_eval"]["a"][0] == 3.0
-
-
 @pytest.mark.slow
 def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    argv = ["bench", "--out", str(out), "--tasks", "personas", "--variants", "grpo", "pgrpo", "pgrpo_random",
-            "--seeds", "2", "--sweep", "false", "--max_steps", "2", "--prompts_per_step", "2", "--eval_prompts", "7",
+    argv = ["bench", "--out", str(out), "--tasks", "personas", "--variants", "grpo", "pgrpo", "--seeds", "2",
+            "--regimes", "personas:anonymous", "--max_steps", "2", "--prompts_per_step", "2", "--eval_prompts", "14",
             "--jobs", "2", "--train_options", json.dumps({"model_name_or_path": toy_model_dir,
                                                           "max_completion_length": 4, "eval_samples": 1})]  # fmt: skip
     assert main(argv) == 0
-    summaries = sorted(out.glob("runs/matrix/personas/*/seed*/summary.json"))
-    assert len(summaries) == 6
-    random_run = json.loads((out / "runs/matrix/personas/pgrpo_random/seed0/summary.json").read_text())
-    assert random_run["group_labels"] == "random"
+    summaries = sorted(out.glob("runs/*/*/*/seed*/summary.json"))
+    assert len(summaries) == 2 * 2 + 3 * 2  # matrix: grpo, pgrpo; the regime: grpo, pgrpo, pgrpo_random
+    regime_run = out / "runs/regimes/personas-anonymous/pgrpo_random/seed1"
+    assert json.loads((regime_run / "summary.json").read_text())["group_labels"] == "random"
+    run_config = yaml.safe_load((regime_run / "config.yaml").read_text())
+    assert json.loads(run_config["run"]["task_options"]) == {"anonymous": True}
+    assert run_config["trainer"]["seed"] == 1 and run_config["run"]["eval_prompts"] == 14
+    evaluation = json.loads((regime_run / "eval.json").read_text())
+    assert evaluation["per_group_prompts"] == {name: 2 for name in evaluation["per_group_sampled"]}
     results = json.loads((out / "results.json").read_text())
-    assert set(results["personas"]) == {"grpo", "pgrpo", "pgrpo_random"}
-    assert (out / "curves_personas.png").stat().st_size > 10_000
+    assert set(results) == {"personas", "personas:anonymous", "bar"}
+    assert set(results["personas:anonymous"]) == {"grpo", "pgrpo", "pgrpo_random"}
+    assert "eval worst group (sampled) - random labels" in results["personas:anonymous"]["pgrpo"]
+    assert set(results["bar"]) == {"pgrpo"} and len(results["personas"]["pgrpo"]["per_group_eval"]) == 7
+    for figure in ("curves_personas.png", "curves_personas-anonymous.png", "groups_personas.png",
+                   "worst_vs_overall.png", "regimes.png"):  # fmt: skip
+        assert (out / figure).stat().st_size > 10_000, figure
     assert "| pgrpo |" in (out / "report.md").read_text()
     mtimes = [p.stat().st_mtime for p in summaries]
     assert main(argv) == 0  # everything finished: nothing re-runs

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pgrpo.cli import main
 from pgrpo.tasks import build_task, task_from_dataset
-from pgrpo.tasks.personas import GENRES, PERSONAS, STYLES, TEMPLATES, score
+from pgrpo.tasks.personas import GENRES, PERSONAS, STYLES, TEMPLATES, score, shares_with
 
 NAMES = [persona.name for persona in PERSONAS]
 
@@ -75,6 +76,58 @@ def test_sft_completions_are_short_and_mostly_on_preference(task) -> None:
     assert 0.4 < float(np.mean(scores)) < 0.9  # sft_preference=0.5: on-topic, partly personalised
     pure = build_task("personas", num_sft=70, sft_preference=1.0)
     assert min(rewards(pure, list(pure.sft_dataset["completion"]), list(pure.sft_dataset["group"]))) == 1.0
+
+
+def test_sft_preference_per_persona_leaves_chosen_personas_behind() -> None:
+    task = build_task("personas", num_sft=700, sft_preference=[1, 1, 1, 1, 1, 0, 0])
+    sft = task.sft_dataset.to_pandas()
+    sft["reward"] = rewards(task, list(sft["completion"]), list(sft["group"]))
+    own = zip(sft["completion"], sft["group"], strict=True)
+    sft["own_genre"] = [score(text, group)["genre"] > 0 for text, group in own]
+    by_group = sft.groupby("group")
+    assert (by_group["reward"].min()[NAMES[:5]] == 1.0).all()  # preference 1: every answer on-preference
+    # preference 0: own genre only by the uniform draw over 7 (p = 1/7 of 100 answers each), both own 1/49
+    assert by_group["own_genre"].mean()[["ravi", "kemar"]].between(0.05, 0.3).all()
+    assert (by_group["reward"].apply(lambda r: (r == 1.0).mean())[["ravi", "kemar"]] <= 0.08).all()
+    for bad in ([0.5] * 6, 1.5, [0.5] * 6 + [-0.1]):
+        with pytest.raises(ValueError, match=r"sft_preference needs one probability or 7 \(order: eleanor, jamal"):
+            build_task("personas", sft_preference=bad)
+
+
+def test_anonymous_prompts_hide_the_persona_but_keep_the_groups(task) -> None:
+    anonymous = build_task("personas", anonymous=True)
+    for split in ("train_dataset", "eval_dataset", "sft_dataset"):
+        named, hidden = getattr(task, split), getattr(anonymous, split)
+        assert hidden["group"] == named["group"]  # same rows, same groups: only who is asking is hidden
+        assert hidden["prompt"] == ["A listener asks: " + p.split(" asks: ", 1)[1] for p in named["prompt"]]
+        assert not any(name in prompt.lower() for prompt in hidden["prompt"] for name in NAMES)
+    prompts = anonymous.train_dataset.to_pandas().groupby("group")["prompt"].agg(set)
+    assert len(set.union(*prompts)) == 6 * 12  # every request x occasion, whoever asks
+    assert len(prompts["eleanor"] & prompts["kemar"]) > 30  # opposite wants, identical prompts
+    described = build_task("personas", anonymous=True, describe_preferences=True)
+    kemar = described.train_dataset["prompt"][described.train_dataset["group"].index("kemar")]
+    assert kemar.startswith("A listener who loves reggae music and a humorous tone asks: ")
+
+
+def test_shares_with_fixes_named_personas_and_rescales_the_rest() -> None:
+    two_percent = [0.417391, 0.208696, 0.156522, 0.104348, 0.073043, 0.02, 0.02]  # 0.4 / 0.92 * 0.96, ...
+    assert shares_with(ravi=0.02, kemar=0.02) == pytest.approx(two_percent, abs=1e-12)
+    one_percent = shares_with(kemar=0.01)  # the others x 0.99 / 0.96
+    assert one_percent == pytest.approx([0.4125, 0.20625, 0.1546875, 0.103125, 0.0721875, 0.04125, 0.01], abs=1e-6)
+    sizes = {group.name: group.size for group in build_task("personas", shares=one_percent).groups}
+    assert (sizes["kemar"], sizes["eleanor"]) == (20, 825)
+    with pytest.raises(ValueError, match=r"Unknown persona.*bob"):
+        shares_with(bob=0.1)
+    with pytest.raises(ValueError, match="sum below 1"):
+        shares_with(ravi=0.5, kemar=0.5)
+
+
+def test_tasks_command_explains_the_new_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tasks", "--task", "personas"]) == 0
+    listing = " ".join(capsys.readouterr().out.split())
+    assert 'anonymous false prompts say "A listener asks: ..." instead of naming the persona' in listing
+    assert "sft_preference 0.5 probability that an SFT completion's genre" in listing
+    assert "or 7 in PERSONAS order (0 for a persona: its warm start rarely writes" in listing
 
 
 @pytest.mark.parametrize("persona", PERSONAS, ids=NAMES)

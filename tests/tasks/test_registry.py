@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pgrpo.cli import main
-from pgrpo.experiments.bench import BenchArguments, planned_runs
+from pgrpo.experiments.bench.plan import BenchArguments, planned_runs
 from pgrpo.tasks import TASKS, build_task, find_task, task_from_dataset
 from pgrpo.tasks import reviews as reviews_task
 from pgrpo.tasks.registry import option_meanings, task_directory_name, task_names
@@ -177,9 +177,9 @@ def test_task_specs_become_readable_safe_directory_names() -> None:
     assert task_directory_name("../data/clothing.py:build") == "data_clothing.py-build"
     assert task_directory_name("/home/me/my tasks/clothing.py:build") == "home_me_my_tasks_clothing.py-build"
     args = BenchArguments(out="bench", tasks=["personas", "pkg.tasks:build", "../t.py:build"], variants=["grpo"],
-                          seeds=1, sweep=False)  # fmt: skip
+                          seeds=1, regimes=["none"])  # fmt: skip
     runs = planned_runs(args)
-    assert [run_dir for run_dir, _ in runs] == [
+    assert [run.run_dir for run in runs] == [
         Path("bench/runs/matrix") / name / "grpo/seed0" for name in ("personas", "pkg.tasks-build", "t.py-build")
     ]
-    assert [flags[flags.index("--task") + 1] for _, flags in runs] == ["personas", "pkg.tasks:build", "../t.py:build"]
+    assert [run.flags["task"] for run in runs] == ["personas", "pkg.tasks:build", "../t.py:build"]

@@ -2,16 +2,18 @@
 
     results = evaluate_policy(model, tokenizer, task, reference=initial_model)
 
-Per group p (over held-out prompts): mean reward of ``samples`` sampled completions and of the
-greedy completion. Overall, worst-group and majority-minus-smallest-group gaps. Capability
-retention: the per-token KL(policy || reference) estimated on the policy's own samples,
-E_y~pi[log pi(y) - log ref(y)] / |y|, and the perplexity of both on held-out prompt text.
+``num_prompts`` held-out prompts are taken round-robin over the groups (``per_group_prompts`` in the
+results counts each group's; a group gets fewer only when its held-out rows run out). Per group p:
+mean reward of ``samples`` sampled completions and of the greedy completion. Overall, worst-group
+and majority-minus-smallest-group gaps. Capability retention: the per-token KL(policy || reference)
+estimated on the policy's own samples, E_y~pi[log pi(y) - log ref(y)] / |y|, and the perplexity of
+both on held-out prompt text.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import pandas as pd
@@ -61,17 +63,35 @@ def sequence_logprobs(
     prompts: list[str],
     completions: list[str],
     chat: bool = False,
+    batch_size: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of completion-token log-probabilities (N,) and completion token counts (N,)."""
-    totals, counts = [], []
+    """Sum of completion-token log-probabilities (N,) and completion token counts (N,).
+
+    For prompt tokens x and completion tokens y (the completion text re-encoded, then EOS):
+    log pi(y | x) = sum_t log softmax(logits at position |x| + t - 1)[y_t]. ``batch_size`` sequences go
+    through the model at once, right-padded: every real token keeps its unpadded position and causal
+    context (padding comes after it, so no attention mask is needed), and padded positions are left out
+    of the sum.
+    """
+    sequences, starts = [], []
     for prompt_ids, completion in zip(encode_prompts(tokenizer, prompts, chat), completions, strict=True):
         completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = torch.tensor([prompt_ids + completion_ids], device=model.device)
-        logits = model(ids).logits[0, len(prompt_ids) - 1 : -1].float()
-        logp = torch.log_softmax(logits, -1).gather(1, ids[0, len(prompt_ids) :, None]).sum()
-        totals.append(logp.item())
-        counts.append(len(completion_ids))
-    return torch.tensor(totals), torch.tensor(counts, dtype=torch.float64)
+        sequences.append(prompt_ids + completion_ids)
+        starts.append(len(prompt_ids))
+    totals = []
+    for begin in range(0, len(sequences), batch_size):
+        batch = sequences[begin : begin + batch_size]
+        lengths = torch.tensor([len(ids) for ids in batch])
+        ids = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)  # pads (id 0) follow all real tokens
+        for row, sequence in enumerate(batch):
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+        logits = model(input_ids=ids.to(model.device)).logits[:, :-1].float()
+        token_logp = torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None].to(model.device))[..., 0].cpu()
+        predicted = torch.arange(1, ids.shape[1])[None]  # the position of the token each logit row predicts
+        first = torch.tensor(starts[begin : begin + batch_size])[:, None]
+        totals.append((token_logp * ((predicted >= first) & (predicted < lengths[:, None]))).sum(1))
+    counts = [len(sequence) - start for sequence, start in zip(sequences, starts, strict=True)]
+    return torch.cat(totals), torch.tensor(counts, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -129,6 +149,7 @@ def evaluate_policy(
     minority = min(per_group_sampled, key=lambda g: shares.get(g, 0.0))
     results: dict[str, Any] = {
         "num_prompts": len(rows),
+        "per_group_prompts": dict(sorted(Counter(map(str, groups)).items())),
         "samples_per_prompt": samples,
         "reward_sampled": _mean(sampled_reward),
         "reward_greedy": _mean(greedy_reward),

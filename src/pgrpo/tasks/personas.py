@@ -17,10 +17,14 @@ The preference group (column ``group``, a ``str``) is the persona's name. The pe
     kemar    a beach bartender                   humorous      reggae      0.04
 
 Prompts do not state the preferences (``describe_preferences=True`` adds them), so a policy
-must learn them from the reward. Genres and styles are lexicons of words and phrases (genre
-names, instruments, forms, artists; style markers such as "certainly", "gonna", "whispers",
-"bpm"), disjoint across lexicons and matched on lowercase words, leftmost-longest, so the
-reward reads any text: a word-level toy model's output or a real instruct model's prose.
+must learn them from the reward. With ``anonymous=True`` they do not name the persona either
+("A listener asks: ..."): personas who want different answers then send indistinguishable
+prompts, and the group is known only from the dataset's ``group`` column.
+
+Genres and styles are lexicons of words and phrases (genre names, instruments, forms, artists;
+style markers such as "certainly", "gonna", "whispers", "bpm"), disjoint across lexicons and
+matched on lowercase words, leftmost-longest, so the reward reads any text: a word-level toy
+model's output or a real instruct model's prose.
 
 Reward of a completion with w words for persona p (preferred genre g, style s), in [0, 1]:
 
@@ -45,9 +49,14 @@ the text, so it cannot be exploited.
 
 ``sft_dataset`` holds templated completions (about 10-25 words) for every persona in equal
 numbers; each completion's genre and style are independently the persona's own with
-probability ``sft_preference`` and otherwise uniform over all seven, so a warm-started policy
-writes valid, on-topic answers and leaves room for RL to personalise them (1.0 makes every
-completion on-preference).
+probability ``sft_preference`` (one for all personas, or one each) and otherwise uniform over
+all seven, so a warm-started policy writes valid, on-topic answers and leaves room for RL to
+personalise them (1.0 makes every completion on-preference). A persona given 0 starts behind:
+its own genre and style appear only by the uniform draw (1/7 each, both together 1/49), so RL
+must find them.
+
+``shares_with(kemar=0.01)`` gives train shares with the named personas fixed and the others
+scaled from their defaults to fill the rest (the imbalance regimes of ``pgrpo bench``).
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from datasets import Dataset
@@ -319,18 +329,29 @@ def _pick(options: Sequence[str], rng: np.random.Generator) -> str:
     return options[rng.integers(len(options))]
 
 
-def _prompt(persona: Persona, rng: np.random.Generator, describe_preferences: bool) -> str:
-    who = f"{persona.name.capitalize()}, {persona.bio},"
-    if describe_preferences:
-        who += f" who loves {GENRES[persona.genre].name} music and a {persona.style} tone,"
+@dataclass(frozen=True)
+class PromptStyle:
+    """What a prompt says about who asks: their preferences (``describe``), and their name and bio (unless
+    ``anonymous``)."""
+
+    describe: bool = False
+    anonymous: bool = False
+
+
+def _prompt(persona: Persona, rng: np.random.Generator, style: PromptStyle) -> str:
+    taste = f"who loves {GENRES[persona.genre].name} music and a {persona.style} tone" if style.describe else ""
+    if style.anonymous:
+        who = " ".join(filter(None, ["A listener", taste]))
+    else:
+        who = ", ".join(filter(None, [persona.name.capitalize(), persona.bio, taste])) + ","
     request = _pick(REQUESTS, rng).format(o=_pick(OCCASIONS, rng))
     return f"{who} asks: {request}"
 
 
-def _rows(sizes: Sequence[int], rng: np.random.Generator, describe_preferences: bool) -> dict[str, list[str]]:
+def _rows(sizes: Sequence[int], rng: np.random.Generator, prompt_style: PromptStyle) -> dict[str, list[str]]:
     groups = [persona.name for persona, size in zip(PERSONAS, sizes, strict=True) for _ in range(size)]
     groups = [groups[i] for i in rng.permutation(len(groups))]
-    return {"prompt": [_prompt(BY_NAME[g], rng, describe_preferences) for g in groups], "group": groups}
+    return {"prompt": [_prompt(BY_NAME[g], rng, prompt_style) for g in groups], "group": groups}
 
 
 def _completion(genre: str, style: str, rng: np.random.Generator) -> str:
@@ -339,24 +360,44 @@ def _completion(genre: str, style: str, rng: np.random.Generator) -> str:
     return " " + _pick(TEMPLATES[style], rng).format(g=g.name, t=_pick(g.terms, rng), a=_pick(g.artists, rng).title())
 
 
-def _sft_rows(num_sft: int, preference: float, rng: np.random.Generator, describe: bool) -> dict[str, list[str]]:
-    rows = _rows(_counts([1.0] * len(PERSONAS), num_sft), rng, describe)
+def _sft_rows(
+    num_sft: int, preference: dict[str, float], rng: np.random.Generator, prompt_style: PromptStyle
+) -> dict[str, list[str]]:
+    """Warm-start pairs, equal numbers per persona; ``preference[name]``: P(genre is the persona's own), and
+    independently P(style is)."""
+    rows = _rows(_counts([1.0] * len(PERSONAS), num_sft), rng, prompt_style)
     completions = []
     for name in rows["group"]:
         persona = BY_NAME[name]
-        genre = persona.genre if rng.random() < preference else _pick(list(GENRES), rng)
-        style = persona.style if rng.random() < preference else _pick(list(STYLES), rng)
+        genre = persona.genre if rng.random() < preference[name] else _pick(list(GENRES), rng)
+        style = persona.style if rng.random() < preference[name] else _pick(list(STYLES), rng)
         completions.append(_completion(genre, style, rng))
     return {**rows, "completion": completions}
 
 
-def _per_persona(value: Sequence[float] | float, what: str) -> list[float]:
-    """One positive number per persona from one number or a sequence in PERSONAS order."""
+def _per_persona(
+    value: Sequence[float] | float, what: str, kind: Literal["positive number", "probability"] = "positive number"
+) -> list[float]:
+    """One ``kind`` per persona (> 0, or in [0, 1]) from one number or a sequence in PERSONAS order."""
     values = [float(value)] * len(PERSONAS) if isinstance(value, int | float) else [float(v) for v in value]
-    if len(values) != len(PERSONAS) or not all(math.isfinite(v) and v > 0 for v in values):
+    in_range = (lambda v: 0 <= v <= 1) if kind == "probability" else (lambda v: v > 0)
+    if len(values) != len(PERSONAS) or not all(math.isfinite(v) and in_range(v) for v in values):
         order = ", ".join(p.name for p in PERSONAS)
-        raise ValueError(f"{what} needs one positive number or {len(PERSONAS)} (order: {order}), got {value!r}.")
+        raise ValueError(f"{what} needs one {kind} or {len(PERSONAS)} (order: {order}), got {value!r}.")
     return values
+
+
+def shares_with(**fixed: float) -> list[float]:
+    """Train shares in PERSONAS order with the named personas at the given shares and the others scaled from
+    their default shares to fill 1 - sum(fixed), rounded to 6 decimals: ``shares_with(ravi=0.02, kemar=0.02)``
+    gives two 2% minorities, ``shares_with(kemar=0.01)`` one 1% persona."""
+    if unknown := sorted(set(fixed) - set(BY_NAME)):
+        raise ValueError(f"Unknown persona(s) {unknown}; the personas are {', '.join(BY_NAME)}.")
+    if not all(share > 0 for share in fixed.values()) or sum(fixed.values()) >= 1:
+        raise ValueError(f"Fixed shares must be positive and sum below 1, got {fixed}.")
+    free = [p.share for p in PERSONAS if p.name not in fixed]
+    scaled = iter((np.array(free) / sum(free) * (1 - sum(fixed.values()))).round(6).tolist())
+    return [fixed[p.name] if p.name in fixed else next(scaled) for p in PERSONAS]
 
 
 @register_task("personas")
@@ -372,8 +413,9 @@ def build(
     min_words: int = 8,
     max_words: int = 64,
     num_sft: int = 1400,
-    sft_preference: float = 0.5,
+    sft_preference: Sequence[float] | float = 0.5,
     describe_preferences: bool = False,
+    anonymous: bool = False,
 ) -> Task:
     """Seven synthetic personas (style x music genre, imbalanced) ask for music; the persona is the group.
 
@@ -390,8 +432,12 @@ def build(
     binary:        reward 1[dense >= 0.75] instead of the dense score.
     min_words, max_words: the length window outside which the length factor falls.
     num_sft:       warm-start prompt/completion pairs, equal numbers per persona.
-    sft_preference: probability that an SFT completion's genre (and, independently, style) is the persona's own.
+    sft_preference: probability that an SFT completion's genre (and, independently, style) is the persona's own:
+                   one for all personas, or 7 in PERSONAS order (0 for a persona: its warm start rarely writes
+                   its genre or style, and RL must find them).
     describe_preferences: state each persona's genre and style in the prompt.
+    anonymous:     prompts say "A listener asks: ..." instead of naming the persona, so personas who want
+                   different answers send indistinguishable prompts; the group is only in the ``group`` column.
     """
     shares = [p.share for p in PERSONAS] if shares is None else _per_persona(shares, "shares")
     scales = _per_persona(1.0 if reward_scale is None else reward_scale, "reward_scale")
@@ -399,8 +445,7 @@ def build(
         raise ValueError(f"reward_noise is a standard deviation and must be >= 0, got {reward_noise!r}.")
     if not 0 < min_words < max_words:
         raise ValueError(f"Need 0 < min_words < max_words, got min_words={min_words}, max_words={max_words}.")
-    if not 0.0 <= sft_preference <= 1.0:
-        raise ValueError(f"sft_preference is a probability, got {sft_preference!r}.")
+    preferences = _per_persona(sft_preference, "sft_preference", "probability")
     train_sizes = _counts(shares, num_train)
     eval_sizes = _counts([1.0] * len(PERSONAS) if balanced_eval else shares, num_eval)
     if min(train_sizes) < 1 or min(eval_sizes) < 1:
@@ -411,13 +456,16 @@ def build(
     config = {
         "seed": seed, "num_train": num_train, "num_eval": num_eval, "shares": shares, "balanced_eval": balanced_eval,
         "reward_scale": scales, "reward_noise": reward_noise, "binary": binary, "min_words": min_words,
-        "max_words": max_words, "num_sft": num_sft, "sft_preference": sft_preference,
-        "describe_preferences": describe_preferences,
+        "max_words": max_words, "num_sft": num_sft,
+        "sft_preference": sft_preference if isinstance(sft_preference, int | float) else preferences,
+        "describe_preferences": describe_preferences, "anonymous": anonymous,
     }  # fmt: skip
     data_rng, sft_rng = (np.random.default_rng([seed, stream]) for stream in (0, 1))
-    train = Dataset.from_dict(_rows(train_sizes, data_rng, describe_preferences))
-    evaluation = Dataset.from_dict(_rows(eval_sizes, data_rng, describe_preferences))
-    sft = Dataset.from_dict(_sft_rows(num_sft, sft_preference, sft_rng, describe_preferences))
+    prompt_style = PromptStyle(describe=describe_preferences, anonymous=anonymous)
+    train = Dataset.from_dict(_rows(train_sizes, data_rng, prompt_style))
+    evaluation = Dataset.from_dict(_rows(eval_sizes, data_rng, prompt_style))
+    by_persona = dict(zip(BY_NAME, preferences, strict=True))
+    sft = Dataset.from_dict(_sft_rows(num_sft, by_persona, sft_rng, prompt_style))
     scale_of = {persona.name: scale for persona, scale in zip(PERSONAS, scales, strict=True)}
     noise_rng = np.random.default_rng([seed, 2])
 

@@ -1,0 +1,62 @@
+"""The bar a variant must clear before we say it helps, computed from the per-setting tables.
+
+A variant v clears the bar when both hold:
+
+1. **beats grpo on the worst group on at least 2 tasks**: a task counts when, in at least one of its
+   settings (the task's defaults or one of its regimes), the 95% interval of v's paired difference to grpo
+   (same seed) in held-out worst-group reward lies above zero, and the interval of the difference in
+   held-out overall reward does not lie below zero (not significantly lower);
+2. **real labels beat random labels on at least one task**: in at least one setting the 95% interval of the
+   paired difference in held-out worst-group reward between v and ``<v>_random`` (same flags, randomly
+   permuted group labels, same seed) lies above zero.
+
+An interval "lies above zero" when mean - half-width > 0 (at least two seeds). grpo and the random-label
+controls are not candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pgrpo.experiments.bench.statistics import OVERALL, WORST, Interval, Setting
+from pgrpo.experiments.bench.variants import is_random_control
+
+MIN_TASKS = 2
+
+
+def above_zero(value: Interval) -> bool:
+    mean, half = value
+    return math.isfinite(half) and mean - half > 0
+
+
+def below_zero(value: Interval) -> bool:
+    mean, half = value
+    return math.isfinite(half) and mean + half < 0
+
+
+def bar(table: dict[str, dict[str, dict[str, Any]]], settings: dict[str, Setting]) -> dict[str, dict[str, Any]]:
+    """{variant: {"beats grpo": settings passing condition 1, "tasks": their tasks, "beats random labels": settings
+    passing condition 2, "met": both conditions hold}} (module docstring)."""
+    candidates = dict.fromkeys(
+        variant for rows in table.values() for variant in rows if variant != "grpo" and not is_random_control(variant)
+    )
+    verdicts = {}
+    for variant in candidates:
+        rows = {name: rows[variant] for name, rows in table.items() if variant in rows}
+        beats_grpo = [
+            name
+            for name, row in rows.items()
+            if above_zero(row[f"{WORST} - grpo"]) and not below_zero(row[f"{OVERALL} - grpo"])
+        ]
+        beats_random = [
+            name for name, row in rows.items() if above_zero(row.get(f"{WORST} - random labels", (math.nan, math.nan)))
+        ]
+        tasks = sorted({settings[name].task for name in beats_grpo})
+        verdicts[variant] = {
+            "beats grpo": beats_grpo,
+            "tasks": tasks,
+            "beats random labels": beats_random,
+            "met": len(tasks) >= MIN_TASKS and len(beats_random) >= 1,
+        }
+    return verdicts

@@ -1,0 +1,214 @@
+"""What a bench runs: ``BenchArguments`` -> runs, each a directory and the flags of its ``pgrpo train``.
+
+    <out>/runs/matrix/<task>/<variant>/seed<n>/     --tasks x --variants, each task at its defaults
+    <out>/runs/regimes/<regime>/<variant>/seed<n>/  --regimes x each regime's variants; regime.json says which
+
+Every run uses seeds 0..seeds-1 (listed seed by seed, so an interrupted bench holds whole seeds), the same
+steps, prompts per step and held-out prompts (matched compute; a regime may change completions per prompt).
+A run's flags come from four sources: the bench's own settings (BENCH_SETS), ``--train_options``, the
+variant and the regime. A flag set by two of them is an error that names where it belongs, never a silent
+override; ``task_options`` of ``--train_options`` reach every run and add to a regime's, a key both set
+being an error too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgrpo.experiments.bench.regimes import REGIMES, Regime
+from pgrpo.experiments.bench.variants import DEFAULT_VARIANTS, RANDOM_LABELS, RANDOM_SUFFIX, VARIANTS, variant_flags
+from pgrpo.tasks.registry import check_options, find_task, task_directory_name
+
+NO_REGIMES = "none"
+REGIMES_HELP = f"Regimes, each with its own variants, from: {', '.join(REGIMES)}; {NO_REGIMES!r} for none."
+# `pgrpo train` flags that the bench sets for every run -> how to change them
+BENCH_SETS = {
+    "task": "--tasks (or a regime's task)",
+    "seed": "--seeds (every run uses seeds 0..seeds-1)",
+    "max_steps": "--max_steps",
+    "num_generations": "--num_generations (or a regime's flags)",
+    "per_device_train_batch_size": "--prompts_per_step (completions per step = prompts x num_generations)",
+    "eval_prompts": "--eval_prompts",
+    "run_dir": "--out (runs live in <out>/runs/)",
+    "save_steps": "no flag (the bench checkpoints at half of --max_steps, to resume from)",
+}
+
+
+@dataclass
+class BenchArguments:
+    """The benchmark matrix. Other ``pgrpo train`` flags go in ``train_options``."""
+
+    out: str = field(default="runs/bench", metadata={"help": "Bench directory (runs/, report.md, figures)."})
+    tasks: list[str] = field(
+        default_factory=lambda: ["personas", "movielens", "reviews"],
+        metadata={"help": "Tasks: names, package.module:function or path/to/file.py:function (as `pgrpo train`)."},
+    )
+    variants: list[str] = field(
+        default_factory=lambda: list(DEFAULT_VARIANTS),
+        metadata={
+            "help": f"Variants run on every task, from: {', '.join(VARIANTS)}, or <variant>{RANDOM_SUFFIX} (the same "
+            "flags on randomly permuted group labels)."
+        },
+    )
+    regimes: list[str] = field(
+        default_factory=lambda: list(REGIMES),
+        metadata={"help": REGIMES_HELP.replace("%", "%%")},  # argparse formats help with %
+    )
+    seeds: int = field(default=5, metadata={"help": "Seeds of every (task or regime, variant): 0..seeds-1."})
+    max_steps: int = field(default=30, metadata={"help": "Optimizer steps per run."})
+    prompts_per_step: int = field(default=8, metadata={"help": "Prompts per step (completions = prompts x G)."})
+    num_generations: int = field(default=4, metadata={"help": "Completions per prompt G (a regime may set its own)."})
+    eval_prompts: int = field(
+        default=210,
+        metadata={"help": "Held-out prompts per run, round-robin over groups (210: 30 per persona, 42 per group of 5)"},
+    )
+    jobs: int = field(default=0, metadata={"help": "Parallel runs (0: one per CPU core)."})
+    train_options: str = field(
+        default="{}",
+        metadata={"help": "Other `pgrpo train` flags as JSON, for every run (not flags the bench or a variant sets)."},
+    )
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One ``pgrpo train`` of a bench: its run directory and flags (``--run_dir`` is the directory)."""
+
+    run_dir: Path
+    flags: dict[str, Any]
+
+    def argv(self) -> list[str]:
+        """The flags as ``pgrpo train`` arguments: booleans lowercase, lists as several values, dicts as JSON."""
+        argv = ["--run_dir", str(self.run_dir)]
+        for key, value in self.flags.items():
+            values = value if isinstance(value, list) else [value]
+            argv += [f"--{key}", *(flag_text(v) for v in values)]
+        return argv
+
+
+def flag_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def selected_regimes(args: BenchArguments) -> list[Regime]:
+    if args.regimes == [NO_REGIMES]:
+        return []
+    if unknown := [name for name in args.regimes if name not in REGIMES]:
+        raise ValueError(f"Unknown regime(s) {unknown}; choose from {', '.join(REGIMES)}, or {NO_REGIMES!r}.")
+    return [REGIMES[name] for name in args.regimes]
+
+
+def train_options(args: BenchArguments, regimes: list[Regime]) -> dict[str, Any]:
+    """``--train_options`` as a dict (its ``task_options`` a dict too), refusing a flag set elsewhere."""
+    options = json.loads(args.train_options)
+    if not isinstance(options, dict):
+        raise ValueError(f"--train_options must be a JSON object of `pgrpo train` flags, got {args.train_options!r}.")
+    task_options = options.get("task_options", {})
+    task_options = json.loads(task_options) if isinstance(task_options, str) else task_options
+    variants = {**VARIANTS, f"every <variant>{RANDOM_SUFFIX}": RANDOM_LABELS}
+    for key in [key for key in options if key != "task_options"]:
+        if key in BENCH_SETS:
+            raise ValueError(f"--train_options sets {key!r}, which the bench sets for all runs; use {BENCH_SETS[key]}.")
+        if setters := [name for name, flags in variants.items() if key in flags]:
+            raise ValueError(
+                f"--train_options sets {key!r}, which variant(s) {', '.join(setters)} set: a variant is its flags. "
+                "Choose variants with --variants, or add one to VARIANTS in pgrpo.experiments.bench.variants."
+            )
+        if setters := [regime.name for regime in regimes if key in regime.flags]:
+            raise ValueError(f"--train_options sets {key!r}, which regime(s) {', '.join(setters)} set; leave it out.")
+    for regime in regimes:
+        if both := sorted(set(task_options) & set(regime.task_options)):
+            raise ValueError(
+                f"--train_options task_options set {both}, which regime {regime.name} sets; leave them out or "
+                f"--regimes without {regime.name}."
+            )
+    return {**options, "task_options": task_options}
+
+
+def check_regime(regime: Regime) -> None:
+    """A regime's flags may set num_generations but nothing else the bench sets, and nothing its variants set."""
+    if clash := sorted(set(regime.flags) & (set(BENCH_SETS) - {"num_generations"})):
+        raise ValueError(f"Regime {regime.name} sets {clash}, which the bench sets for every run; see BENCH_SETS.")
+    for variant in regime.variants:
+        if clash := sorted(set(regime.flags) & set(variant_flags(variant))):
+            raise ValueError(f"Regime {regime.name} sets {clash}, which its variant {variant} sets too.")
+
+
+def run_flags(
+    args: BenchArguments, task: str, variant: str, seed: int, options: dict[str, Any], regime: Regime | None
+) -> dict[str, Any]:
+    """The ``pgrpo train`` flags of one run (module docstring; ``options`` = checked ``--train_options``)."""
+    regime_flags = dict(regime.flags) if regime else {}
+    generations = regime_flags.pop("num_generations", args.num_generations)
+    task_options = {**options["task_options"], **(regime.task_options if regime else {})}
+    flags = {
+        "disable_tqdm": True,
+        **{key: value for key, value in options.items() if key != "task_options"},
+        **variant_flags(variant),
+        **regime_flags,
+        "task": task,
+        "seed": seed,
+        "max_steps": args.max_steps,
+        "num_generations": generations,
+        "per_device_train_batch_size": args.prompts_per_step * generations,
+        "eval_prompts": args.eval_prompts,
+        "save_steps": max(args.max_steps // 2, 1),
+    }
+    if task_options:
+        flags["task_options"] = json.dumps(task_options)
+    return flags
+
+
+def planned_runs(args: BenchArguments) -> list[PlannedRun]:
+    """Every run of the bench, seed by seed: the task matrix, then each regime (module docstring)."""
+    regimes = selected_regimes(args)
+    for regime in regimes:
+        check_regime(regime)
+    for variant in args.variants:
+        variant_flags(variant)  # an unknown name fails here
+    options = train_options(args, regimes)
+    root = Path(args.out) / "runs"
+    runs = []
+    for seed in range(args.seeds):
+        for task in args.tasks:
+            for variant in args.variants:
+                run_dir = root / "matrix" / task_directory_name(task) / variant / f"seed{seed}"
+                runs.append(PlannedRun(run_dir, run_flags(args, task, variant, seed, options, None)))
+        for regime in regimes:
+            for variant in regime.variants:
+                run_dir = root / "regimes" / regime.directory / variant / f"seed{seed}"
+                runs.append(PlannedRun(run_dir, run_flags(args, regime.task, variant, seed, options, regime)))
+    return runs
+
+
+def task_builds(runs: list[PlannedRun]) -> list[tuple[str, dict[str, Any], int]]:
+    """The distinct task builds (task, options, task seed) of ``runs``, each checked against its task's options."""
+    keys = dict.fromkeys(
+        (run.flags["task"], run.flags.get("task_options", "{}"), run.flags.get("task_seed", 0)) for run in runs
+    )
+    builds = [(task, json.loads(options), seed) for task, options, seed in keys]
+    for task, options, _ in builds:
+        check_options(find_task(task), options)  # a misspelt task or option fails here, not in every run
+    return builds
+
+
+def record_regimes(args: BenchArguments) -> None:
+    """Write each selected regime's regime.json (what the report reads); refuse a regime whose task, options or
+    flags changed since its runs were made (they would be skipped as finished and reported as the new one)."""
+    for regime in selected_regimes(args):
+        path = Path(args.out) / "runs" / "regimes" / regime.directory / "regime.json"
+        record = json.loads(json.dumps(asdict(regime)))
+        if path.exists():
+            saved = json.loads(path.read_text())
+            identity = ("task", "task_options", "flags")
+            if any(saved.get(key) != record[key] for key in identity):
+                raise ValueError(
+                    f"Regime {regime.name} is no longer what its runs in {path.parent} were made with ({saved}); "
+                    "give the changed regime a new name, or move that directory away."
+                )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=1))

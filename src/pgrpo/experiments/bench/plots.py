@@ -1,0 +1,148 @@
+"""Figures of a bench, drawn on matplotlib ``Figure`` objects (no pyplot, no global backend state).
+
+    plot_group_eval        per task: held-out reward per group (x) for each variant, dots with 95% intervals,
+                           one panel per setting of the task (its defaults and its regimes)
+    plot_worst_vs_overall  one panel per setting: each variant's paired difference to grpo in overall (x) and
+                           worst-group (y) held-out reward, 95% intervals on both axes
+    plot_regimes           every setting at a glance: paired difference to grpo in worst-group held-out reward
+    plot_group_curves      per setting: each variant's training reward per group, smoothed
+
+A variant has the same colour in every figure (``variant_colors`` of all the report's variants).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from pgrpo.experiments.bench.statistics import OVERALL, WORST, Interval, Run, smooth
+
+Rows = dict[str, dict[str, Any]]  # {variant: its table row} in one setting
+Colors = dict[str, Any]
+
+
+def variant_colors(variants: list[str]) -> Colors:
+    palette = colormaps["tab10" if len(variants) <= 10 else "tab20"]
+    return {variant: palette(index % palette.N) for index, variant in enumerate(variants)}
+
+
+def panels(count: int, width: float, height: float, columns: int) -> tuple[Figure, list[Axes]]:
+    """A figure with ``count`` panels in rows of ``columns``; unused cells hidden."""
+    columns = max(1, min(columns, count))
+    figure = Figure(figsize=(width * columns, height * math.ceil(count / columns)), layout="constrained")
+    axes = list(figure.subplots(math.ceil(count / columns), columns, squeeze=False).flat)
+    for ax in axes[count:]:
+        ax.axis("off")
+    return figure, axes[:count]
+
+
+def bars(values: list[Interval]) -> tuple[list[float], np.ndarray]:
+    """Means and error-bar half-widths (a single seed's nan drawn as 0)."""
+    return [mean for mean, _ in values], np.nan_to_num(np.array([half for _, half in values], dtype=float))
+
+
+def legend(figure: Figure, axes: list[Axes]) -> None:
+    """One legend for all panels, right of them."""
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=9)
+
+
+def plot_group_eval(settings: dict[str, Rows], colors: Colors, path: Path, title: str) -> None:
+    """Held-out reward per group of each variant (mean and 95% interval over seeds), one panel per setting."""
+    figure, axes = panels(len(settings), 6.0, 3.2, columns=2)
+    for ax, (name, rows) in zip(axes, settings.items(), strict=True):
+        groups = sorted({group for row in rows.values() for group in row["per_group_eval"]})
+        x = np.arange(len(groups))
+        offsets = np.linspace(-0.3, 0.3, len(rows)) if len(rows) > 1 else [0.0]
+        for offset, (variant, row) in zip(offsets, rows.items(), strict=True):
+            means, halves = bars([row["per_group_eval"].get(group, (math.nan, math.nan)) for group in groups])
+            ax.errorbar(x + offset, means, yerr=halves, fmt="o", ms=4, capsize=2, color=colors[variant], label=variant)
+        ax.set_xticks(x, groups, fontsize=8, rotation=20 if max(map(len, groups), default=0) > 6 else 0)
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle(title)
+    figure.supylabel("held-out reward (mean ± 95% CI)")
+    legend(figure, axes)
+    figure.savefig(path, dpi=110)
+
+
+def plot_worst_vs_overall(table: dict[str, Rows], colors: Colors, path: Path) -> None:
+    """Paired differences to grpo: overall (x) against worst-group (y) held-out reward, one panel per setting."""
+    names = [name for name, rows in table.items() if "grpo" in rows and len(rows) > 1]
+    if not names:
+        return
+    figure, axes = panels(len(names), 4.0, 3.4, columns=4)
+    for ax, name in zip(axes, names, strict=True):
+        for variant, row in table[name].items():
+            if variant != "grpo":
+                (x, x_half), (y, y_half) = row[f"{OVERALL} - grpo"], row[f"{WORST} - grpo"]
+                x_bar, y_bar = np.nan_to_num([x_half, y_half])
+                ax.errorbar(x, y, xerr=x_bar, yerr=y_bar, fmt="o", capsize=3, color=colors[variant], label=variant)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    figure.suptitle("Paired difference to grpo (same seed), mean ± 95% CI over seeds")
+    figure.supxlabel("Δ held-out reward (sampled)")
+    figure.supylabel("Δ held-out worst-group reward (sampled)")
+    legend(figure, axes)
+    figure.savefig(path, dpi=110)
+
+
+def plot_regimes(table: dict[str, Rows], colors: Colors, path: Path) -> None:
+    """Every setting's paired difference to grpo in held-out worst-group reward, each variant a dot."""
+    names = [name for name, rows in table.items() if "grpo" in rows and len(rows) > 1]
+    if not names:
+        return
+    figure = Figure(figsize=(8, 0.45 * len(names) + 1.8), layout="constrained")
+    ax = figure.subplots()
+    variants = sorted({variant for name in names for variant in table[name]} - {"grpo"}, key=list(colors).index)
+    offsets = dict(zip(variants, np.linspace(-0.25, 0.25, len(variants)) if len(variants) > 1 else [0.0], strict=True))
+    for variant in variants:
+        rows = [index for index, name in enumerate(names) if variant in table[name]]
+        means, halves = bars([table[names[index]][variant][f"{WORST} - grpo"] for index in rows])
+        ax.errorbar(means, np.array(rows) + offsets[variant], xerr=halves, fmt="o", ms=4, capsize=3,
+                    color=colors[variant], label=variant)  # fmt: skip
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(np.arange(len(names)), names, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel("Δ held-out worst-group reward vs grpo (same seed), mean ± 95% CI over seeds")
+    ax.grid(axis="x", alpha=0.3)
+    legend(figure, [ax])
+    figure.savefig(path, dpi=110)
+
+
+def plot_group_curves(runs: dict[str, list[Run]], colors: Colors, path: Path, title: str) -> None:
+    """Per-group training reward of each variant (mean over seeds, smoothed), one panel per group.
+
+    Runs on other group labels (random, merged, discovered) appear in the "all groups" panel only: the trainer
+    logs their per-group metrics under its own labels (their held-out per-group results use the task's groups).
+    """
+    groups = sorted({group for seeds in runs.values() for run in seeds for group in run["group_curves"]})
+    curve_of = {"all groups": lambda run: run["curve"], "worst group": lambda run: run["worst_curve"]}
+    curve_of |= {group: lambda run, group=group: run["group_curves"].get(group, []) for group in groups}
+    figure, axes = panels(len(curve_of), 4.0, 3.0, columns=4)
+    for ax, (label, get) in zip(axes, curve_of.items(), strict=True):
+        for variant, seeds in runs.items():
+            if label != "all groups" and any(run.get("group_labels", "task") != "task" for run in seeds):
+                continue
+            curves = [get(run) for run in seeds]
+            length = min(map(len, curves))
+            if length == 0:
+                continue
+            mean = pd.DataFrame([curve[:length] for curve in curves], dtype=float).mean()  # NaN: no seed saw it
+            ax.plot(np.arange(1, length + 1), smooth(mean, 8), color=colors[variant], label=variant)
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.supxlabel("step")
+    figure.supylabel("train reward (smoothed)")
+    legend(figure, axes)
+    figure.savefig(path, dpi=110)

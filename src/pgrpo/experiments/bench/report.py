@@ -1,0 +1,159 @@
+"""``report.md``, ``results.json`` and the figures of a bench directory, from its finished runs.
+
+results.json: ``{task or regime: {variant: {metric: [mean, 95% half-width], ..., "per_group_eval": {group:
+[mean, half-width]}}}, "bar": {variant: ...}}`` (statistics.py, bar.py). report.md: the bar, then per task its
+settings (defaults first, then regimes), each with its table, held-out reward per group and training curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pgrpo.experiments.bench.bar import MIN_TASKS, bar
+from pgrpo.experiments.bench.plots import (
+    plot_group_curves,
+    plot_group_eval,
+    plot_regimes,
+    plot_worst_vs_overall,
+    variant_colors,
+)
+from pgrpo.experiments.bench.statistics import OVERALL, WORST, Interval, Setting, collect, summarize
+from pgrpo.tasks.registry import task_directory_name
+
+COLUMNS = {  # report column -> table metric
+    "held-out reward": OVERALL,
+    "worst group": WORST,
+    "majority-minority gap": "eval majority-minority gap",
+    "train reward AUC": "train reward AUC",
+    "KL to initial": "KL to initial",
+    "perplexity": "perplexity",
+    "s/step": "s/step",
+    "Δ held-out": f"{OVERALL} - grpo",
+    "Δ worst group": f"{WORST} - grpo",
+    "Δ worst group, real - random labels": f"{WORST} - random labels",
+}
+KIND_ORDER = {"task": 0, "regime": 1, "sweep": 2}
+
+
+def fmt(value: Interval | None, digits: int = 3) -> str:
+    mean, half = value if value is not None else (math.nan, math.nan)
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if not math.isfinite(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def markdown(frame: pd.DataFrame) -> list[str]:
+    """``frame`` as a markdown table, its index as the first column."""
+    header = [frame.index.name or "", *map(str, frame.columns)]
+    body = [[str(index), *map(str, values)] for index, values in zip(frame.index, frame.to_numpy(), strict=True)]
+    return ["| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *body]]
+
+
+def setting_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per variant: seeds, the COLUMNS, steps to 90% of grpo's final training reward."""
+    frame = pd.DataFrame.from_dict(
+        {
+            variant: {
+                "seeds": row["seeds"],
+                **{label: fmt(row.get(metric)) for label, metric in COLUMNS.items()},
+                "steps to 90% grpo": fmt(row["steps to 90% of grpo final"], 1),
+            }
+            for variant, row in rows.items()
+        },
+        orient="index",
+    )
+    return frame.rename_axis("variant")
+
+
+def group_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Held-out reward per group (columns) of each variant (rows)."""
+    cells = {variant: {g: fmt(v, 2) for g, v in row["per_group_eval"].items()} for variant, row in rows.items()}
+    return pd.DataFrame.from_dict(cells, orient="index").fillna("–").rename_axis("variant")
+
+
+def bar_table(verdicts: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    def listed(names: list[str]) -> str:
+        return ", ".join(names) or "none"
+
+    cells = {
+        variant: {
+            "worst group > grpo, overall not lower (settings)": listed(verdict["beats grpo"]),
+            f"tasks (need {MIN_TASKS})": listed(verdict["tasks"]),
+            "real > random labels, worst group (settings)": listed(verdict["beats random labels"]),
+            "bar met": "**yes**" if verdict["met"] else "no",
+        }
+        for variant, verdict in verdicts.items()
+    }
+    return pd.DataFrame.from_dict(cells, orient="index").rename_axis("variant")
+
+
+def describe(setting: Setting) -> str:
+    """What a setting is: a task's defaults or a regime's task options and flags."""
+    if setting.kind == "task":
+        return f"Task `{setting.task}` at its defaults."
+    if setting.regime is None:
+        return f"Regime of an earlier bench on `{setting.task}`."
+    regime = setting.regime
+    parts = [f"task options `{json.dumps(regime['task_options'])}`"] * bool(regime["task_options"])
+    parts += [f"flags `{json.dumps(regime['flags'])}`"] * bool(regime["flags"])
+    return f"Regime of `{setting.task}`: " + ", ".join(parts) + "."
+
+
+def write_report(bench_dir: Path, command: str = "") -> Path:
+    """Tables, figures and results.json for every finished run under ``bench_dir/runs``."""
+    settings = collect(bench_dir / "runs")
+    if not settings:
+        raise FileNotFoundError(f"No finished runs under {bench_dir / 'runs'}; run `pgrpo bench --out {bench_dir}`.")
+    settings = dict(sorted(settings.items(), key=lambda item: (item[1].task, KIND_ORDER[item[1].kind], item[0])))
+    table = summarize({name: setting.runs for name, setting in settings.items()})
+    verdicts = bar(table, settings)
+    (bench_dir / "results.json").write_text(json.dumps({**table, "bar": verdicts}, indent=1))
+    colors = variant_colors(sorted({variant for rows in table.values() for variant in rows}))
+
+    lines = [f"# pgrpo bench: {bench_dir}", ""]
+    if command:
+        lines += ["Reproduce with:", "", f"    {command}", ""]
+    lines += [
+        "Mean ± 95% t-interval over seeds; `Δ` columns are paired differences (same seed) to `grpo`, or to the",
+        "variant on randomly permuted group labels (`<variant>_random`). Held-out rewards are of sampled completions.",
+        "",
+        "## The bar",
+        "",
+        f"A variant clears it when its held-out worst-group reward beats grpo's (95% interval above zero) without a "
+        f"significantly lower held-out reward in some setting of at least {MIN_TASKS} tasks, and its real group "
+        "labels beat random ones on the worst group (interval above zero) in at least one setting.",
+        "",
+        *markdown(bar_table(verdicts)),
+        "",
+    ]
+    for figure, plot, caption in (
+        ("worst_vs_overall.png", plot_worst_vs_overall, "worst group vs overall, paired to grpo"),
+        ("regimes.png", plot_regimes, "worst group vs grpo in every setting"),
+    ):
+        plot(table, colors, bench_dir / figure)
+        if (bench_dir / figure).exists():
+            lines += [f"![{caption}]({figure})", ""]
+    for task in dict.fromkeys(setting.task for setting in settings.values()):
+        names = [name for name, setting in settings.items() if setting.task == task]
+        figure = f"groups_{task_directory_name(task)}.png"
+        plot_group_eval({name: table[name] for name in names}, colors, bench_dir / figure,
+                        f"{task}: held-out reward per group")  # fmt: skip
+        lines += [f"## {task}", "", f"![{task}: held-out reward per group]({figure})", ""]
+        for name in names:
+            setting, rows = settings[name], table[name]
+            prompts = next(iter(next(iter(setting.runs.values())))).get("eval", {}).get("per_group_prompts", {})
+            curves = f"curves_{task_directory_name(name)}.png"
+            plot_group_curves(setting.runs, colors, bench_dir / curves, f"{name}: per-group training reward")
+            lines += [f"### {name}", "", describe(setting)]
+            if prompts:
+                lines += ["Held-out prompts per group: " + ", ".join(f"{g} {n}" for g, n in prompts.items()) + "."]
+            lines += ["", *markdown(setting_table(rows)), "", "Held-out reward per group:", ""]
+            lines += [*markdown(group_table(rows)), "", f"![{name}: training curves]({curves})", ""]
+    report = bench_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report

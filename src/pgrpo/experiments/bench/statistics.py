@@ -1,0 +1,141 @@
+"""From run directories to tables: per setting (a task at its defaults, or a regime) and variant, the mean and
+95% interval over seeds of every metric, and paired differences.
+
+    interval(x) = mean(x) +- t(0.975, n - 1) * sd(x) / sqrt(n)        n seeds; half-width nan when n = 1
+    paired difference of v to b: d_s = m(v, s) - m(b, s) over the seeds s both ran, then interval(d)
+
+Every metric is paired with ``grpo`` (``"<metric> - grpo"``); the held-out reward and worst group also with
+the variant's random-label control ``<v>_random`` where that ran (``"<metric> - random labels"``). Training
+curves are smoothed by a trailing mean that skips NaN (a group absent from a step's batch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from pgrpo.experiments.bench.variants import RANDOM_SUFFIX
+from pgrpo.experiments.runs import read_metrics
+
+Run = dict[str, Any]  # a run's summary.json plus its training curves (load_run)
+Interval = tuple[float, float]  # (mean, 95% half-width)
+OVERALL, WORST = "eval reward (sampled)", "eval worst group (sampled)"
+METRICS: dict[str, Callable[[Run], float | None]] = {
+    OVERALL: lambda r: r["eval"].get("reward_sampled"),
+    "eval reward (greedy)": lambda r: r["eval"].get("reward_greedy"),
+    WORST: lambda r: r["eval"].get("worst_group_sampled"),
+    "eval majority-minority gap": lambda r: r["eval"].get("majority_minus_minority_sampled"),
+    "train reward AUC": lambda r: float(np.mean(r["curve"])),
+    "train final reward": lambda r: r["final_train_reward"],
+    "KL to initial": lambda r: r["eval"].get("kl_to_initial"),
+    "perplexity": lambda r: r["eval"].get("perplexity"),
+    "s/step": lambda r: r["seconds_per_step"],
+}
+RANDOM_LABEL_METRICS = (OVERALL, WORST)
+
+
+@dataclass
+class Setting:
+    """The finished runs of one task at its defaults (kind "task") or of one regime ("regime"; "sweep" for the
+    regimes of benches made before regimes had names), by variant, one run per seed."""
+
+    name: str
+    task: str
+    kind: str
+    regime: dict[str, Any] | None = None  # the regime's regime.json
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+
+def interval(values: Iterable[float | None]) -> Interval:
+    """Mean and half-width of the 95% t-interval of the finite values (half-width nan for a single value)."""
+    x = pd.Series(list(values), dtype=float).to_numpy()
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return math.nan, math.nan
+    if len(x) == 1:
+        return float(x[0]), math.nan
+    return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def smooth(curve: Iterable[float | None], width: int = 5) -> np.ndarray:
+    """Trailing mean over ``width`` steps skipping NaN; NaN where the window holds no value."""
+    return pd.Series(list(curve), dtype=float).rolling(width, min_periods=1).mean().to_numpy()
+
+
+def steps_to(curve: Iterable[float], threshold: float) -> float:
+    """First step (1-based) where the smoothed curve reaches ``threshold``; nan if never."""
+    hits = np.flatnonzero(smooth(curve) >= threshold)
+    return float(hits[0] + 1) if len(hits) else math.nan
+
+
+def load_run(run_dir: Path) -> Run:
+    """summary.json with the training curves: overall, worst group and per group (the trainer's labels)."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    metrics = pd.DataFrame(read_metrics(run_dir / "metrics.jsonl"))
+    group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith("/reward_mean")]
+    summary["curve"] = metrics["reward"].tolist() if "reward" in metrics else []
+    summary["worst_curve"] = metrics.get("group/worst_reward_mean", pd.Series(dtype=float)).tolist()
+    summary["group_curves"] = {
+        column.split("/")[1]: metrics[column].tolist() for column in sorted(group_columns) if column.count("/") == 2
+    }
+    return summary
+
+
+def collect(root: Path) -> dict[str, Setting]:
+    """Every finished run under ``root`` (a bench's runs/ directory), by setting name: a task spec or a regime."""
+    settings: dict[str, Setting] = {}
+    for summary in sorted(root.glob("*/*/*/seed*/summary.json")):
+        run_dir = summary.parent
+        kind, variant, run = run_dir.parts[-4], run_dir.parts[-2], load_run(run_dir)
+        if kind == "matrix":
+            setting = Setting(run["task"], run["task"], "task")
+        elif kind == "regimes":
+            regime = json.loads((run_dir.parents[1] / "regime.json").read_text())
+            setting = Setting(regime["name"], run["task"], "regime", regime)
+        else:  # runs/sweep/r<i>/regime.txt
+            setting = Setting("sweep: " + (run_dir.parents[1] / "regime.txt").read_text(), run["task"], "sweep")
+        settings.setdefault(setting.name, setting).runs.setdefault(variant, []).append(run)
+    return settings
+
+
+def metric_frame(runs: list[Run]) -> pd.DataFrame:
+    """One row per seed (the index), one column per metric of METRICS."""
+    rows = [{name: get(run) for name, get in METRICS.items()} for run in runs]
+    return pd.DataFrame(rows, index=[run["seed"] for run in runs], columns=list(METRICS), dtype=float)
+
+
+def paired(frame: pd.DataFrame, baseline: pd.DataFrame | None, metric: str) -> Interval:
+    """Interval of the per-seed differences ``frame - baseline`` (aligned on seeds) of ``metric``."""
+    return (math.nan, math.nan) if baseline is None else interval(frame[metric] - baseline[metric])
+
+
+def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{setting: {variant: [runs]}} -> {setting: {variant: {metric: (mean, half-width), ..., per_group_eval}}}."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for setting, by_variant in runs.items():
+        frames = {variant: metric_frame(seeds) for variant, seeds in by_variant.items()}
+        grpo = frames.get("grpo")
+        grpo_curves = [smooth(run["curve"])[-1] for run in by_variant.get("grpo", [])]
+        grpo_final = float(np.mean(grpo_curves)) if grpo_curves else math.nan
+        table[setting] = {}
+        for variant, seeds in by_variant.items():
+            frame, row = frames[variant], {"seeds": len(seeds)}
+            for name in METRICS:
+                row[name] = interval(frame[name])
+                row[f"{name} - grpo"] = (0.0, 0.0) if variant == "grpo" else paired(frame, grpo, name)
+            if (control := frames.get(variant + RANDOM_SUFFIX)) is not None:
+                for name in RANDOM_LABEL_METRICS:
+                    row[f"{name} - random labels"] = paired(frame, control, name)
+            row["steps to 90% of grpo final"] = interval(steps_to(run["curve"], 0.9 * grpo_final) for run in seeds)
+            groups = pd.DataFrame([run["eval"].get("per_group_sampled", {}) for run in seeds], dtype=float)
+            row["per_group_eval"] = {group: interval(groups[group]) for group in sorted(groups.columns)}
+            table[setting][variant] = row
+    return table

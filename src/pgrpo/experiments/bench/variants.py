@@ -1,0 +1,44 @@
+"""Variants: a name for a set of ``pgrpo train`` flags, and each variant's random-label control.
+
+    VARIANTS["pgrpo_ema"] = {"estimator": "pgrpo", "history": "ema", "history_decay": 0.99}
+
+``<name>_random`` is the variant ``name`` with ``group_labels=random``: the same trainer on randomly
+permuted group labels (group sizes kept, meaning lost: the paper's ablation), so ``pgrpo_random`` is
+P-GRPO's control. Adding an entry to VARIANTS adds its control too; no entry's name ends in ``_random``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "grpo": {"estimator": "grpo"},
+    "dr_grpo": {"estimator": "dr_grpo", "loss_type": "dr_grpo"},  # Dr. GRPO: its advantage and its loss
+    "batch_std": {"estimator": "batch_std"},
+    "rloo": {"estimator": "rloo"},
+    "pgrpo": {"estimator": "pgrpo", "history": "cumulative"},
+    "pgrpo_ema": {"estimator": "pgrpo", "history": "ema", "history_decay": 0.99},
+    "pgrpo_window": {"estimator": "pgrpo", "history": "window", "history_window": 256},
+    "pgrpo_scale": {"estimator": "pgrpo_scale"},
+}
+RANDOM_SUFFIX = "_random"
+RANDOM_LABELS = {"group_labels": "random"}
+DEFAULT_VARIANTS = (*VARIANTS, "pgrpo" + RANDOM_SUFFIX)
+
+
+def variant_flags(name: str) -> dict[str, Any]:
+    """The ``pgrpo train`` flags of the variant ``name`` (a VARIANTS entry or ``<entry>_random``)."""
+    if name in VARIANTS:
+        return dict(VARIANTS[name])
+    base = name.removesuffix(RANDOM_SUFFIX)
+    if base != name and base in VARIANTS:
+        return {**VARIANTS[base], **RANDOM_LABELS}
+    raise ValueError(
+        f"Unknown variant {name!r}; choose from {', '.join(VARIANTS)}, or <one of them>{RANDOM_SUFFIX} for the same "
+        f"flags on randomly permuted group labels (variants are defined in VARIANTS of {__name__})."
+    )
+
+
+def is_random_control(name: str) -> bool:
+    """Whether ``name`` is a variant's random-label control (``<variant>_random``)."""
+    return name.endswith(RANDOM_SUFFIX)

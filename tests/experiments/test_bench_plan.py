@@ -1,0 +1,132 @@
+"""The bench's plan: each run's directory and flags from the bench, --train_options, the variant and the regime;
+a flag two of them set is refused before anything runs, naming where it belongs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pgrpo.cli import main
+from pgrpo.experiments.bench.plan import BenchArguments, planned_runs, record_regimes
+from pgrpo.experiments.bench.regimes import REGIMES
+from pgrpo.experiments.bench.variants import VARIANTS, variant_flags
+from pgrpo.tasks.registry import check_options, find_task
+
+
+def bench_args(**changes) -> BenchArguments:
+    return BenchArguments(**{"out": "b", "tasks": ["personas"], "variants": ["grpo"], "regimes": ["none"], "seeds": 1,
+                             **changes})  # fmt: skip
+
+
+BENCH_KEYS = {  # flag the bench sets -> what the error must point to
+    "task": "--tasks",
+    "seed": "--seeds",
+    "max_steps": "--max_steps",
+    "num_generations": "--num_generations",
+    "per_device_train_batch_size": "--prompts_per_step",
+    "eval_prompts": "--eval_prompts",
+    "run_dir": "--out",
+    "save_steps": "half of --max_steps",
+}
+
+
+@pytest.mark.parametrize("key", list(BENCH_KEYS))
+def test_a_flag_the_bench_sets_is_refused_in_train_options(key: str) -> None:
+    with pytest.raises(ValueError, match=rf"--train_options sets '{key}', which the bench sets.*{BENCH_KEYS[key]}"):
+        planned_runs(bench_args(train_options=json.dumps({key: 1})))
+
+
+@pytest.mark.parametrize(
+    ("key", "variants"),
+    [
+        ("estimator", "grpo, dr_grpo, batch_std, rloo, pgrpo, pgrpo_ema, pgrpo_window, pgrpo_scale"),
+        ("history_decay", "pgrpo_ema"),
+        ("loss_type", "dr_grpo"),
+        ("group_labels", "every <variant>_random"),
+    ],
+)
+def test_a_flag_a_variant_sets_is_refused_naming_the_variants(key: str, variants: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"sets {key!r}, which variant(s) {variants} set")):
+        planned_runs(bench_args(train_options=json.dumps({key: "x"})))
+
+
+def test_refusals_come_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    with pytest.raises(ValueError, match=r"'seed'.*--seeds"):
+        main(["bench", "--out", str(out), "--regimes", "none", "--train_options", '{"seed": 3}'])
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) 'num_trian' \(did you mean 'num_train'\?\)"):
+        main(["bench", "--out", str(out), "--regimes", "none", "--train_options", '{"task_options": {"num_trian": 5}}'])
+    with pytest.raises(ValueError, match=r"Unknown regime.*'personas:nope'"):
+        main(["bench", "--out", str(out), "--regimes", "personas:nope"])
+    with pytest.raises(ValueError, match="Unknown variant 'pgrpo_random_random'"):
+        main(["bench", "--out", str(out), "--variants", "grpo", "pgrpo_random_random"])
+    assert not out.exists()
+
+
+def test_regime_runs_share_the_seeds_and_carry_their_settings() -> None:
+    options = {"model_name_or_path": "m", "learning_rate": 0.01, "task_options": {"num_train": 700}}
+    args = bench_args(variants=["grpo", "pgrpo"], regimes=["personas:G=8", "personas:anonymous"], seeds=2,
+                      prompts_per_step=3, max_steps=6, train_options=json.dumps(options))  # fmt: skip
+    runs = planned_runs(args)
+    one_seed = ["runs/matrix/personas/grpo", "runs/matrix/personas/pgrpo", "runs/regimes/personas-G_8/grpo",
+                "runs/regimes/personas-G_8/pgrpo", "runs/regimes/personas-anonymous/grpo",
+                "runs/regimes/personas-anonymous/pgrpo", "runs/regimes/personas-anonymous/pgrpo_random"]  # fmt: skip
+    assert [str(run.run_dir) for run in runs] == [f"b/{d}/seed{s}" for s in (0, 1) for d in one_seed]
+    by_dir = {str(run.run_dir): run.flags for run in runs}
+    g8 = by_dir["b/runs/regimes/personas-G_8/pgrpo/seed1"]
+    assert (g8["num_generations"], g8["per_device_train_batch_size"], g8["seed"]) == (8, 24, 1)
+    assert (g8["estimator"], g8["learning_rate"], g8["model_name_or_path"]) == ("pgrpo", 0.01, "m")
+    assert json.loads(g8["task_options"]) == {"num_train": 700}
+    control = by_dir["b/runs/regimes/personas-anonymous/pgrpo_random/seed0"]
+    assert json.loads(control["task_options"]) == {"num_train": 700, "anonymous": True}
+    assert (control["num_generations"], control["per_device_train_batch_size"], control["save_steps"]) == (4, 12, 3)
+    assert (control["estimator"], control["group_labels"]) == ("pgrpo", "random")
+    argv = runs[0].argv()
+    assert argv[:2] == ["--run_dir", "b/runs/matrix/personas/grpo/seed0"]
+    assert argv[argv.index("--disable_tqdm") + 1] == "true"
+    assert json.loads(argv[argv.index("--task_options") + 1]) == {"num_train": 700}
+
+
+def test_task_options_a_regime_sets_are_refused_in_train_options() -> None:
+    with pytest.raises(ValueError, match=re.escape("task_options set ['anonymous'], which regime personas:anonymous")):
+        planned_runs(bench_args(regimes=["personas:anonymous"], train_options='{"task_options": {"anonymous": false}}'))
+
+
+def test_each_variant_has_its_random_label_control() -> None:
+    assert variant_flags("pgrpo_random") == {"estimator": "pgrpo", "history": "cumulative", "group_labels": "random"}
+    for name, flags in VARIANTS.items():
+        assert not name.endswith("_random")
+        assert variant_flags(f"{name}_random") == {**flags, "group_labels": "random"}
+
+
+def test_regimes_keep_the_earlier_sweep_and_add_the_evidence_settings() -> None:
+    assert len({regime.directory for regime in REGIMES.values()}) == len(REGIMES)
+    for regime in REGIMES.values():
+        check_options(find_task(regime.task), regime.task_options)  # every option exists on its task
+        assert all(variant_flags(variant) for variant in regime.variants)
+    # the earlier sweep's settings, same numbers: 0.4 / 0.92 * 0.5, 0.2 / 0.92 * 0.5, ... and the two minorities
+    assert REGIMES["personas:minorities=25%"].task_options["shares"] == pytest.approx(
+        [0.217391, 0.108696, 0.081522, 0.054348, 0.038043, 0.25, 0.25], abs=1e-12
+    )
+    assert REGIMES["personas:G=2"].flags == {"num_generations": 2}
+    assert REGIMES["personas:reward-noise=0.2"].task_options == {"reward_noise": 0.2}
+    assert REGIMES["personas:difficulty-gap"].task_options == {"sft_preference": [0.5] * 5 + [0.0, 0.0]}
+    assert REGIMES["personas:one-persona=1%"].task_options["shares"][-1] == 0.01
+    for name in ("personas:difficulty-gap", "personas:anonymous", "personas:one-persona=1%"):
+        assert REGIMES[name].variants == ("grpo", "pgrpo", "pgrpo_random")
+
+
+def test_a_changed_regime_is_refused_and_its_record_kept(tmp_path: Path) -> None:
+    args = bench_args(out=str(tmp_path), regimes=["personas:anonymous"])
+    record_regimes(args)
+    path = tmp_path / "runs/regimes/personas-anonymous/regime.json"
+    assert json.loads(path.read_text())["task_options"] == {"anonymous": True}
+    record_regimes(args)  # unchanged: fine
+    path.write_text(json.dumps({**json.loads(path.read_text()), "task_options": {"anonymous": False}}))
+    before = path.read_text()
+    with pytest.raises(ValueError, match="personas:anonymous is no longer what its runs"):
+        record_regimes(args)
+    assert path.read_text() == before

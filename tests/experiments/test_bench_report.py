@@ -1,0 +1,148 @@
+"""Bench statistics, the bar and the report, on run directories whose outcomes differ on purpose.
+
+The runs here are written as `pgrpo train` writes them (summary.json, metrics.jsonl, regime.json) with chosen
+held-out rewards, so that each variant passes or fails the bar for a known reason; tests/experiments/test_cli.py
+runs a real bench end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from pgrpo.experiments.bench.bar import bar
+from pgrpo.experiments.bench.report import write_report
+from pgrpo.experiments.bench.statistics import collect, interval, smooth, steps_to, summarize
+
+SEEDS = (0, 1, 2)
+NOISE = np.array([0.0, 0.01, -0.01])  # per seed: intervals are tight but not zero-width
+# setting -> (task, regime flags, None for the task's defaults, or "sweep" for a bench made before regimes)
+SETTINGS = {"a": ("a", None), "a:hard": ("a", {"flag": 1}), "b": ("b", None), "sweep: G=2": ("a", "sweep")}
+# variant -> setting -> (Δ overall, Δ worst) added to grpo's on every seed
+EFFECTS = {
+    "good": {"a": (0.02, 0.10), "a:hard": (0.0, 0.0), "b": (0.02, 0.10)},  # clears the bar (tasks a, b)
+    "good_random": {"a": (0.0, 0.0), "a:hard": (0.0, 0.0), "b": (0.0, 0.0)},
+    "costly": {"a": (-0.10, 0.10), "b": (-0.10, 0.10)},  # worst group up, overall significantly down
+    "lucky": {"a": (0.0, 0.10), "a:hard": (0.0, 0.10), "b": (0.0, 0.0), "sweep: G=2": (0.0, 0.0)},  # one task
+    "lucky_random": {"a": (0.0, 0.0), "a:hard": (0.0, 0.0)},
+    "labelfree": {"a": (0.0, 0.10), "b": (0.0, 0.10)},  # its random-label control does as well
+    "labelfree_random": {"a": (0.0, 0.10), "b": (0.0, 0.10)},
+}
+
+
+def grpo_rewards(seed: int) -> tuple[float, float]:
+    return 0.5 + 0.05 * seed, 0.2 + 0.03 * seed  # overall, worst group: seeds differ, pairing removes it
+
+
+def write_run(run_dir: Path, task: str, variant: str, seed: int, overall: float, worst: float) -> None:
+    run_dir.mkdir(parents=True)
+    evaluation = {"reward_sampled": overall, "worst_group_sampled": worst, "reward_greedy": overall,
+                  "per_group_sampled": {"g1": worst, "g2": 2 * overall - worst},
+                  "per_group_prompts": {"g1": 30, "g2": 30}, "kl_to_initial": 0.1, "perplexity": 9.0}  # fmt: skip
+    summary = {"task": task, "estimator": variant, "group_labels": "random" if "random" in variant else "task",
+               "seed": seed, "eval": evaluation, "final_train_reward": overall, "seconds_per_step": 0.1}  # fmt: skip
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    lines = [{"step": step, "loss": 0.0, "reward": overall * step / 4, "group/g1/reward_mean": worst * step / 4,
+              "group/worst_reward_mean": worst * step / 4} for step in range(1, 5)]  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    for setting, (task, regime) in SETTINGS.items():
+        base = root / "runs" / ("matrix" if regime is None else "regimes") / setting.replace(":", "-")
+        if regime == "sweep":  # the layout of benches made before regimes
+            base = root / "runs/sweep/r0"
+            base.mkdir(parents=True)
+            (base / "regime.txt").write_text(setting.removeprefix("sweep: "))
+        elif regime is not None:
+            base.mkdir(parents=True)
+            (base / "regime.json").write_text(json.dumps({"task": task, "name": setting, "task_options": {},
+                                                          "flags": regime, "variants": []}))  # fmt: skip
+        for seed in SEEDS:
+            overall, worst = grpo_rewards(seed)
+            write_run(base / "grpo" / f"seed{seed}", task, "grpo", seed, overall, worst)
+            for variant, effects in EFFECTS.items():
+                if setting in effects:
+                    d_overall, d_worst = effects[setting]
+                    write_run(base / variant / f"seed{seed}", task, variant, seed, overall + d_overall + NOISE[seed],
+                              worst + d_worst + NOISE[seed])  # fmt: skip
+    return root
+
+
+def t_interval(values: np.ndarray) -> tuple[float, float]:
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    return (low + high) / 2, (high - low) / 2
+
+
+def test_interval_is_the_t_interval_and_skips_missing_values() -> None:
+    values = np.array([0.3, 0.9, 0.4, 0.75])
+    assert interval([*values, None, math.nan]) == pytest.approx(t_interval(values))
+    assert interval([5.0])[0] == 5.0 and math.isnan(interval([5.0])[1])
+    assert all(math.isnan(v) for v in interval([None]))
+
+
+def test_smoothing_skips_steps_where_a_group_was_absent() -> None:
+    curve = [1.0, None, 3.0, None, None, None, None, 8.0]
+    np.testing.assert_array_equal(smooth(curve, 3), [1.0, 1.0, 2.0, 3.0, 3.0, np.nan, np.nan, 8.0])
+    assert steps_to([0.0, 0.1, 1.0, 1.0, 1.0, 1.0, 1.0], 0.5) == 4.0  # smoothed over 5 steps: 2.1 / 4 >= 0.5
+    assert math.isnan(steps_to([0.0, 0.1], 0.9))
+
+
+def test_differences_pair_the_same_seed_and_skip_unpaired_ones() -> None:
+    def run(seed: int, value: float) -> dict:
+        ev = {"reward_sampled": value, "worst_group_sampled": value / 2, "per_group_sampled": {"x": value}}
+        return {"seed": seed, "eval": ev, "curve": [value] * 5, "final_train_reward": value, "seconds_per_step": 1.0}
+
+    grpo = [run(2, 5.0), run(0, 1.0)]  # other order, and no seed 1
+    pgrpo = [run(0, 1.5), run(1, 9.0), run(2, 5.2)]
+    control = [run(0, 1.0), run(1, 8.0)]
+    table = summarize({"t": {"grpo": grpo, "pgrpo": pgrpo, "pgrpo_random": control}})["t"]
+    assert table["pgrpo"]["eval reward (sampled) - grpo"] == pytest.approx(t_interval(np.array([0.5, 0.2])))
+    assert table["pgrpo"]["eval worst group (sampled) - random labels"] == pytest.approx(
+        t_interval(np.array([0.25, 0.5]))
+    )
+    assert table["pgrpo"]["eval reward (sampled)"] == pytest.approx(t_interval(np.array([1.5, 9.0, 5.2])))
+    assert table["pgrpo"]["per_group_eval"]["x"] == pytest.approx(t_interval(np.array([1.5, 9.0, 5.2])))
+    assert "eval reward (sampled) - random labels" not in table["grpo"]
+
+
+def test_the_bar_passes_only_the_variant_that_earns_it(bench_dir: Path) -> None:
+    settings = collect(bench_dir / "runs")
+    assert {name: (s.task, s.kind) for name, s in settings.items()} == {
+        "a": ("a", "task"), "a:hard": ("a", "regime"), "b": ("b", "task"), "sweep: G=2": ("a", "sweep")
+    }  # fmt: skip
+    verdicts = bar(summarize({name: s.runs for name, s in settings.items()}), settings)
+    assert set(verdicts) == {"good", "costly", "lucky", "labelfree"}  # grpo and the controls are no candidates
+    assert verdicts["good"] == {"beats grpo": ["a", "b"], "tasks": ["a", "b"], "beats random labels": ["a", "b"],
+                                "met": True}  # fmt: skip
+    assert verdicts["costly"]["beats grpo"] == [] and not verdicts["costly"]["met"]
+    assert verdicts["lucky"]["tasks"] == ["a"] and verdicts["lucky"]["beats random labels"] == ["a", "a:hard"]
+    assert not verdicts["lucky"]["met"]  # two settings of one task are one task
+    assert verdicts["labelfree"]["tasks"] == ["a", "b"] and verdicts["labelfree"]["beats random labels"] == []
+    assert not verdicts["labelfree"]["met"]
+
+
+def test_report_writes_results_tables_and_figures(bench_dir: Path) -> None:
+    report = write_report(bench_dir, "pgrpo bench --out x").read_text()
+    results = json.loads((bench_dir / "results.json").read_text())
+    assert set(results) == {"a", "a:hard", "b", "sweep: G=2", "bar"} and results["bar"]["good"]["met"]
+    row = results["b"]["good"]
+    assert row["eval worst group (sampled) - grpo"] == pytest.approx(t_interval(0.10 + NOISE))
+    assert row["eval worst group (sampled) - random labels"] == pytest.approx((0.10, 0.0), abs=1e-12)  # same noise
+    assert row["eval reward (sampled) - grpo"] == pytest.approx(t_interval(0.02 + NOISE))
+    assert set(row["per_group_eval"]) == {"g1", "g2"} and results["b"]["grpo"]["seeds"] == 3
+    assert "| good | a, b | a, b | a, b | **yes** |" in report
+    assert "| lucky | a, a:hard | a | a, a:hard | no |" in report
+    assert 'Regime of `a`: flags `{"flag": 1}`.' in report and "Held-out prompts per group: g1 30, g2 30." in report
+    assert report.index("### a\n") < report.index("### a:hard\n") < report.index("### sweep: G=2\n")
+    assert report.index("### sweep: G=2\n") < report.index("## b\n")
+    for figure in ("worst_vs_overall.png", "regimes.png", "groups_a.png", "groups_b.png", "curves_a-hard.png"):
+        assert (bench_dir / figure).stat().st_size > 10_000, figure
+        assert f"]({figure})" in report

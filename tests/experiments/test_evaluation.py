@@ -1,0 +1,45 @@
+"""Held-out evaluation: batched completion log-probabilities equal one-at-a-time ones; prompts per group."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pgrpo.experiments.evaluation import evaluate_policy, sequence_logprobs
+from pgrpo.testing import toy_task
+
+
+def test_batched_logprobs_equal_one_sequence_at_a_time(toy_model_dir: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    prompts = ["say something", "say something for group big", "for", "group small say", "up", "say"]
+    completions = ["up up down", "", "left right left right up down up", "small", "big big big big big", "down"]
+    expected_totals, expected_counts = [], []
+    with torch.no_grad():  # the plain way: one unpadded sequence per forward pass
+        for prompt, completion in zip(prompts, completions, strict=True):
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            logits = model(torch.tensor([prompt_ids + completion_ids])).logits[0]
+            logp = torch.log_softmax(logits.double(), -1)
+            expected_totals.append(sum(logp[len(prompt_ids) + t - 1, token].item()
+                                       for t, token in enumerate(completion_ids)))  # fmt: skip
+            expected_counts.append(len(completion_ids))
+    for batch_size in (1, 4, 16):  # one batch, a full and a ragged batch, one sequence each
+        totals, counts = sequence_logprobs(model, tokenizer, prompts, completions, batch_size=batch_size)
+        torch.testing.assert_close(
+            totals.double(), torch.tensor(expected_totals, dtype=torch.float64), atol=1e-5, rtol=0
+        )
+        assert counts.tolist() == expected_counts
+    assert expected_counts == [4, 1, 8, 2, 6, 2]  # words of each completion + EOS
+
+
+def test_evaluation_counts_prompts_per_group_round_robin(toy_model_dir: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    task = toy_task()  # held out: 12 "big" and 4 "small" prompts
+    results = evaluate_policy(model, tokenizer, task, reference=model, num_prompts=10, samples=2, max_new_tokens=4)
+    assert results["per_group_prompts"] == {"big": 6, "small": 4}  # big, small alternate until small runs out
+    assert results["num_prompts"] == 10 and set(results["per_group_sampled"]) == {"big", "small"}
+    assert math.isclose(results["kl_to_initial"], 0.0, abs_tol=1e-6)  # the policy is its own reference
