@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pgrpo.tasks.movielens import wheel_data_dir
+from pgrpo.tasks.wheel_data import wheel_data_dir
 
 DEPARTMENTS = ("Dresses", "Bottoms", "Jackets")
 

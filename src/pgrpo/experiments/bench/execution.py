@@ -1,18 +1,24 @@
-"""Running a bench's runs: ``pgrpo train`` subprocesses, ``jobs`` at a time, one torch thread each.
+"""Running a bench's runs: ``jobs`` worker processes, each running ``pgrpo train`` runs one after another.
 
-A run whose ``summary.json`` exists is finished and skipped; any other resumes from its last checkpoint
-(``pgrpo train`` does that), so a bench started again continues where it stopped. Each run's output goes
-to ``<run_dir>.log``. The tiny policies are built before the pool starts, once per task build, so that
-parallel runs find them cached instead of each building its own.
+A worker is a fresh Python process (spawned, one torch thread) that imports torch, transformers and TRL once
+and then runs its share of the runs in-process, each exactly as ``pgrpo train <flags>`` would (the trainer
+seeds everything it draws from the run's own seeds, and every run builds its task anew), so a run's results
+do not depend on which worker ran it or what ran before. Starting a process per run would cost ~8 s of
+imports each. A run whose ``summary.json`` exists is finished and skipped; any other resumes from its last
+checkpoint (``pgrpo train`` does that), so a bench started again continues where it stopped. Each run's
+output goes to ``<run_dir>.log``. The tiny policies are built before the pool starts, once per task build,
+so that parallel runs find them cached instead of each building its own.
 """
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +26,59 @@ from tqdm.auto import tqdm
 
 from pgrpo.experiments.bench.plan import PlannedRun
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
 
 def execute(runs: list[PlannedRun], jobs: int) -> None:
-    """Run every unfinished run as a subprocess, ``jobs`` at a time, with a progress bar."""
+    """Run every unfinished run, ``jobs`` at a time in worker processes, with a progress bar."""
     todo = [run for run in runs if not (run.run_dir / "summary.json").exists()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; running {len(todo)} with {jobs} job(s).")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-    def launch(run: PlannedRun) -> tuple[Path, int]:
-        run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-        with (run.run_dir.parent / f"{run.run_dir.name}.log").open("a") as log:
-            command = [sys.executable, "-m", "pgrpo", "train", *run.argv()]
-            return run.run_dir, subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-
+    if not todo:
+        return
+    os.environ.update(ONE_THREAD)  # inherited by the workers before they import torch
     failures = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(launch, run) for run in todo]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=start_worker) as pool:
+        futures = [pool.submit(run_in_worker, str(run.run_dir), run.argv()) for run in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="runs", unit="run"):
-            run_dir, code = future.result()
-            if code != 0:
+            run_dir, ok = future.result()
+            if not ok:
                 failures.append(run_dir)
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed; see their .log files, e.g. {failures[0]}.log")
+
+
+def start_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_in_worker(run_dir: str, argv: list[str]) -> tuple[str, bool]:
+    """``pgrpo train --run_dir run_dir <argv>`` in this process, its output (file descriptors 1 and 2) in the log."""
+    from pgrpo.cli import main
+
+    log_path = Path(f"{run_dir}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    saved = os.dup(1), os.dup(2)
+    with log_path.open("a") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            ok = main(["train", *argv]) == 0
+        except BaseException:  # the run failed; its traceback goes to its log and the bench reports it
+            traceback.print_exc()
+            ok = False
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in enumerate(saved, start=1):
+                os.dup2(copy, fd)
+                os.close(copy)
+            gc.collect()
+    return run_dir, ok
 
 
 def prebuild_policies(builds: list[tuple[str, dict[str, Any], int]]) -> None:

@@ -1,0 +1,57 @@
+"""The bench's worker processes run many runs each; a run's results must not depend on the worker or on what it
+ran before: a worker's second run equals the same run made alone by `pgrpo train` in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pgrpo.experiments.bench.execution import execute
+from pgrpo.experiments.bench.plan import PlannedRun
+
+VOLATILE = ("train_seconds", "seconds_per_step", "resumed")
+
+
+def flags(model_dir: str, seed: int, **extra) -> dict:
+    return {"task": "pgrpo.testing:toy_task", "model_name_or_path": model_dir, "seed": seed, "max_steps": 3,
+            "per_device_train_batch_size": 8, "max_completion_length": 6, "learning_rate": 0.01, "eval_prompts": 8,
+            "eval_samples": 2, "disable_tqdm": True, **extra}  # fmt: skip
+
+
+def results(run_dir: Path) -> tuple[dict, dict]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {k: v for k, v in summary.items() if k not in VOLATILE}, load_file(run_dir / "final" / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_a_workers_second_run_equals_the_same_run_alone(toy_model_dir: str, tmp_path: Path) -> None:
+    first = PlannedRun(tmp_path / "worker" / "first", flags(toy_model_dir, seed=1, estimator="grpo"))
+    second = PlannedRun(tmp_path / "worker" / "second", flags(toy_model_dir, seed=0, group_weighting="worst_group"))
+    execute([first, second], jobs=1)  # one worker: `second` runs after `first`, in the same process
+    alone = PlannedRun(tmp_path / "alone", second.flags)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "pgrpo", "train", *alone.argv()]
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)
+
+    summary, weights = results(second.run_dir)
+    summary_alone, weights_alone = results(alone.run_dir)
+    assert summary == summary_alone
+    assert weights.keys() == weights_alone.keys()
+    for name, value in weights.items():
+        assert torch.equal(value, weights_alone[name]), name
+    assert summary["final_train_reward"] > 0  # the runs learned, so equality is not trivial
+    assert "Traceback" not in (tmp_path / "worker" / "second.log").read_text()
+
+
+def test_a_failed_run_is_reported_with_its_log(toy_model_dir: str, tmp_path: Path) -> None:
+    broken = PlannedRun(tmp_path / "broken", flags(toy_model_dir, seed=0, estimator="no-such-estimator"))
+    with pytest.raises(RuntimeError, match=r"1 run\(s\) failed; see their .log files, e.g. .*broken.log"):
+        execute([broken], jobs=1)
+    assert "Unknown advantage estimator 'no-such-estimator'" in (tmp_path / "broken.log").read_text()
