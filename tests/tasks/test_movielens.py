@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,8 @@ def test_same_seed_same_task(task: Task) -> None:
 
 def test_cluster_groups_are_imbalanced_and_reported(task: Task) -> None:
     groups = task.groups
-    assert [g.name for g in groups] == [0, 1, 2, 3, 4]  # relabelled largest first
+    users = Counter(task.train_dataset["group"]) + Counter(task.eval_dataset["group"])
+    assert [label for label, _ in users.most_common()] == [0, 1, 2, 3, 4]  # relabelled largest first (all users)
     assert sum(g.size for g in groups) == len(task.train_dataset) > 600
     assert groups[0].share > 1.5 * groups[-1].share
     for g in groups:
@@ -93,7 +95,7 @@ def test_demographic_groups(task: Task) -> None:
 def test_splits_by_user_and_by_time(task: Task, catalogue: Any) -> None:
     train, evaluation = task.train_dataset, task.eval_dataset
     assert not set(train["user_id"]) & set(evaluation["user_id"])
-    assert 0.08 < len(evaluation) / (len(train) + len(evaluation)) < 0.12
+    assert 0.18 < len(evaluation) / (len(train) + len(evaluation)) < 0.22
     ratings = load_movielens().ratings
     ids = set(catalogue["movie_id"])
     per_user = ratings[ratings["movie_id"].isin(ids)].groupby("user_id").size()
@@ -216,7 +218,8 @@ def test_the_prompt_and_the_groups_carry_what_the_reward_pays_for(task: Task, ca
     favourites = {d: np.argsort(-train_rewards[groups == d].mean(0), kind="stable")[:5] for d in labels}
     cross = np.array([[eval_rewards[eval_groups == c][:, favourites[d]].mean() for d in labels] for c in labels])
     off_diagonal = (cross.sum(1) - np.diag(cross)) / (len(labels) - 1)
-    assert np.all(np.diag(cross) > off_diagonal + 0.05), cross.round(2)
+    gain = np.diag(cross) - off_diagonal  # a cluster's own favourites vs the other clusters', for its held-out users
+    assert np.all(gain > 0) and gain.mean() > 0.1, cross.round(2)
     assert len({tuple(sorted(f)) for f in favourites.values()}) == len(labels)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ def test_groups_are_ratings_with_natural_imbalance(task: Task) -> None:
     assert shares[5] > 0.45 and shares[1] < 0.08
     assert task.train_dataset["group"] == task.train_dataset["target_rating"]
     assert len(task.train_dataset) == 2000 and len(task.eval_dataset) == 200
+    assert Counter(task.eval_dataset["group"]) == {1: 40, 2: 40, 3: 40, 4: 40, 5: 40}  # balanced held-out prompts
+    natural = build(seed=0, balanced_eval=False)
+    assert natural.train_dataset["prompt"] == task.train_dataset["prompt"]  # only the held-out draw changes
+    assert Counter(natural.eval_dataset["group"])[1] < 15 < Counter(natural.eval_dataset["group"])[5]
     for prompt, rating in zip(task.train_dataset["prompt"][:50], task.train_dataset["group"][:50], strict=True):
         assert prompt.startswith("Category: ") and prompt.endswith(f"Rating: {rating} of 5 stars. Review:")
 

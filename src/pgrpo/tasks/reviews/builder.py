@@ -10,7 +10,7 @@ import pandas as pd
 from datasets import Dataset
 
 from pgrpo.tasks.base import Task, register_task
-from pgrpo.tasks.reviews.data import load_reviews, truncate_review, words
+from pgrpo.tasks.reviews.data import RATINGS, load_reviews, truncate_review, words
 from pgrpo.tasks.reviews.rating_model import rating_model
 from pgrpo.tasks.reviews.reward import SCORES, make_reward
 
@@ -28,6 +28,7 @@ def build(
     test_fraction: float = 0.2,
     n_train: int = 2000,
     n_eval: int = 200,
+    balanced_eval: bool = True,
     score: Literal["expected", "probability"] = "expected",
     min_words: int = 5,
     sft_per_rating: int = 300,
@@ -36,7 +37,10 @@ def build(
     """Build the ``reviews`` task (:mod:`pgrpo.tasks.reviews`).
 
     path:            Goodreads-style JSON lines (``review_text``, ``rating``); ``None``: the wheel's clothing reviews.
-    n_train, n_eval: number of RL prompts drawn (seeded, natural rating shares) from the train / test split.
+    n_train:         RL prompts drawn (seeded, natural rating shares) from the rating model's train split.
+    n_eval:          held-out prompts drawn (seeded) from its test split.
+    balanced_eval:   n_eval split equally over the ratings (so every rating's held-out reward rests on as many
+                     prompts), else drawn with the natural shares (then 1-star gets about 4%).
     score:           "expected" (closeness of the expected rating) or "probability" (of the target class).
     """
     config = dict(locals(), path=None if path is None else str(path))
@@ -47,8 +51,11 @@ def build(
     frame = load_reviews(source, category_field)
     rng = np.random.default_rng(seed)
 
-    def prompts(index: np.ndarray, n: int) -> Dataset:
-        rows = frame.iloc[np.sort(rng.choice(index, size=min(n, len(index)), replace=False))]
+    def draw(index: np.ndarray, n: int) -> np.ndarray:
+        return rng.choice(index, size=min(n, len(index)), replace=False)
+
+    def prompts(chosen: np.ndarray) -> Dataset:
+        rows = frame.iloc[np.sort(chosen)]
         return Dataset.from_dict(
             {
                 "prompt": [review_prompt(c, r) for c, r in zip(rows["category"], rows["rating"], strict=True)],
@@ -57,7 +64,14 @@ def build(
             }
         )
 
-    train, evaluation = prompts(model.train_index, n_train), prompts(model.test_index, n_eval)
+    train = prompts(draw(model.train_index, n_train))
+    if balanced_eval:
+        ratings = frame["rating"].to_numpy()[model.test_index]
+        per_rating = np.diff(np.linspace(0, n_eval, len(RATINGS) + 1).round().astype(int))
+        chosen = [draw(model.test_index[ratings == r], n) for r, n in zip(RATINGS, per_rating, strict=True)]
+        evaluation = prompts(np.concatenate(chosen))
+    else:
+        evaluation = prompts(draw(model.test_index, n_eval))
     pool = frame.iloc[model.train_index]
     pool = pool.assign(short=pool["text"].map(lambda text: truncate_review(text, sft_words)))
     pool = pool[pool["short"].map(lambda text: len(words(text)) >= min_words)]
