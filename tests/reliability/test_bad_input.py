@@ -198,6 +198,19 @@ def test_all_rewards_none_gives_zero_advantages_and_no_history(toy_model_dir: st
     assert total_count(trainer) == 0 and set(trainer.advantage_engine.tracker.labels) <= {"small", "big"}
 
 
+def test_a_group_without_any_reward_is_not_the_worst_group(toy_model_dir: str, tmp_path: Path) -> None:
+    """The "small" group's rewards are all None: it has no mean, so the worst group is "big" (was: 0 for "small")."""
+
+    def reward(completions, group, **_):
+        return [None if g == "small" else 0.5 + 0.1 * len(c.split()) for c, g in zip(completions, group, strict=True)]
+
+    trainer = make_trainer(toy_model_dir, tmp_path, reward=reward)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "group/worst_reward_mean" in entry]
+    assert logs and all(entry["group/worst_reward_mean"] >= 0.5 for entry in logs)
+    assert all(entry["group/worst_reward_mean"] == entry["group/big/reward_mean"] for entry in logs)
+
+
 def test_all_rewards_equal_give_zero_advantages(toy_model_dir: str, tmp_path: Path) -> None:
     trainer = make_trainer(toy_model_dir, tmp_path, reward=lambda completions, **_: [3.0] * len(completions))
     trainer.train()

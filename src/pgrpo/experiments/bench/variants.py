@@ -20,6 +20,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pgrpo_ema": {"estimator": "pgrpo", "history": "ema", "history_decay": 0.99},
     "pgrpo_window": {"estimator": "pgrpo", "history": "window", "history_window": 256},
     "pgrpo_scale": {"estimator": "pgrpo_scale"},
+    # group-aware options (docs/method.md, "Group-aware options"), on GRPO's and on P-GRPO's advantages
+    "grpo_balanced_sampling": {"estimator": "grpo", "group_sampling_alpha": 0.0},
+    "grpo_balanced_loss": {"estimator": "grpo", "group_weighting": "balanced"},
+    "grpo_worst_group": {"estimator": "grpo", "group_weighting": "worst_group"},
+    "pgrpo_balanced_sampling": {"estimator": "pgrpo", "group_sampling_alpha": 0.0},
+    "pgrpo_worst_group": {"estimator": "pgrpo", "group_weighting": "worst_group"},
+    # label quality: P-GRPO on coarser (merged) and discovered (k-means of the prompt text) groups
+    "pgrpo_merged": {"estimator": "pgrpo", "group_labels": "merged"},
+    "pgrpo_discovered": {"estimator": "pgrpo", "group_labels": "discovered"},
 }
 RANDOM_SUFFIX = "_random"
 RANDOM_LABELS = {"group_labels": "random"}
