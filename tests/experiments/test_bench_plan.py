@@ -42,10 +42,14 @@ def test_a_flag_the_bench_sets_is_refused_in_train_options(key: str) -> None:
 @pytest.mark.parametrize(
     ("key", "variants"),
     [
-        ("estimator", "grpo, dr_grpo, batch_std, rloo, pgrpo, pgrpo_ema, pgrpo_window, pgrpo_scale"),
+        ("estimator", "grpo, dr_grpo, batch_std, rloo, pgrpo, pgrpo_ema, pgrpo_window, pgrpo_scale, "
+                      "grpo_balanced_sampling, grpo_balanced_loss, grpo_worst_group, pgrpo_balanced_sampling, "
+                      "pgrpo_worst_group, pgrpo_merged, pgrpo_discovered, grpo_balanced_sampling_merged, "
+                      "grpo_balanced_sampling_discovered"),
         ("history_decay", "pgrpo_ema"),
         ("loss_type", "dr_grpo"),
-        ("group_labels", "every <variant>_random"),
+        ("group_labels", "pgrpo_merged, pgrpo_discovered, grpo_balanced_sampling_merged, "
+                         "grpo_balanced_sampling_discovered, every <variant>_random"),
     ],
 )
 def test_a_flag_a_variant_sets_is_refused_naming_the_variants(key: str, variants: str) -> None:
@@ -71,9 +75,11 @@ def test_regime_runs_share_the_seeds_and_carry_their_settings() -> None:
     args = bench_args(variants=["grpo", "pgrpo"], regimes=["personas:G=8", "personas:anonymous"], seeds=2,
                       prompts_per_step=3, max_steps=6, train_options=json.dumps(options))  # fmt: skip
     runs = planned_runs(args)
+    anonymous = [f"runs/regimes/personas-anonymous/{v}" for v in ("grpo", "pgrpo", "pgrpo_random",
+                 "grpo_balanced_sampling", "grpo_balanced_sampling_random", "grpo_worst_group",
+                 "grpo_worst_group_random")]  # fmt: skip
     one_seed = ["runs/matrix/personas/grpo", "runs/matrix/personas/pgrpo", "runs/regimes/personas-G_8/grpo",
-                "runs/regimes/personas-G_8/pgrpo", "runs/regimes/personas-anonymous/grpo",
-                "runs/regimes/personas-anonymous/pgrpo", "runs/regimes/personas-anonymous/pgrpo_random"]  # fmt: skip
+                "runs/regimes/personas-G_8/pgrpo", *anonymous]  # fmt: skip
     assert [str(run.run_dir) for run in runs] == [f"b/{d}/seed{s}" for s in (0, 1) for d in one_seed]
     by_dir = {str(run.run_dir): run.flags for run in runs}
     g8 = by_dir["b/runs/regimes/personas-G_8/pgrpo/seed1"]
@@ -116,7 +122,9 @@ def test_regimes_keep_the_earlier_sweep_and_add_the_evidence_settings() -> None:
     assert REGIMES["personas:difficulty-gap"].task_options == {"sft_preference": [0.5] * 5 + [0.0, 0.0]}
     assert REGIMES["personas:one-persona=1%"].task_options["shares"][-1] == 0.01
     for name in ("personas:difficulty-gap", "personas:anonymous", "personas:one-persona=1%"):
-        assert REGIMES[name].variants == ("grpo", "pgrpo", "pgrpo_random")
+        assert REGIMES[name].variants == ("grpo", "pgrpo", "pgrpo_random", "grpo_balanced_sampling",
+                                          "grpo_balanced_sampling_random", "grpo_worst_group",
+                                          "grpo_worst_group_random")  # fmt: skip
 
 
 def test_a_changed_regime_is_refused_and_its_record_kept(tmp_path: Path) -> None:

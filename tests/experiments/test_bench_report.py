@@ -120,12 +120,13 @@ def test_the_bar_passes_only_the_variant_that_earns_it(bench_dir: Path) -> None:
     }  # fmt: skip
     verdicts = bar(summarize({name: s.runs for name, s in settings.items()}), settings)
     assert set(verdicts) == {"good", "costly", "lucky", "labelfree"}  # grpo and the controls are no candidates
-    assert verdicts["good"] == {"beats grpo": ["a", "b"], "tasks": ["a", "b"], "beats random labels": ["a", "b"],
-                                "met": True}  # fmt: skip
+    assert verdicts["good"]["beats grpo"] == ["a", "b"] and verdicts["good"]["beats random labels"] == ["a", "b"]
+    assert verdicts["good"]["met"]
     assert verdicts["costly"]["beats grpo"] == [] and not verdicts["costly"]["met"]
-    assert verdicts["lucky"]["tasks"] == ["a"] and verdicts["lucky"]["beats random labels"] == ["a", "a:hard"]
-    assert not verdicts["lucky"]["met"]  # two settings of one task are one task
-    assert verdicts["labelfree"]["tasks"] == ["a", "b"] and verdicts["labelfree"]["beats random labels"] == []
+    assert verdicts["lucky"]["beats grpo"] == ["a"] and verdicts["lucky"]["beats random labels"] == ["a"]
+    assert verdicts["lucky"]["regimes beating random labels"] == ["a:hard"]
+    assert not verdicts["lucky"]["met"]  # a regime is one more setting of its task, not another task
+    assert verdicts["labelfree"]["beats grpo"] == ["a", "b"] and verdicts["labelfree"]["beats random labels"] == []
     assert not verdicts["labelfree"]["met"]
 
 
@@ -138,8 +139,8 @@ def test_report_writes_results_tables_and_figures(bench_dir: Path) -> None:
     assert row["eval worst group (sampled) - random labels"] == pytest.approx((0.10, 0.0), abs=1e-12)  # same noise
     assert row["eval reward (sampled) - grpo"] == pytest.approx(t_interval(0.02 + NOISE))
     assert set(row["per_group_eval"]) == {"g1", "g2"} and results["b"]["grpo"]["seeds"] == 3
-    assert "| good | a, b | a, b | a, b | **yes** |" in report
-    assert "| lucky | a, a:hard | a | a, a:hard | no |" in report
+    assert "| good | a, b | a, b | **yes** | none | none |" in report
+    assert "| lucky | a | a | no | a:hard | a:hard |" in report
     assert 'Regime of `a`: flags `{"flag": 1}`.' in report and "Held-out prompts per group: g1 30, g2 30." in report
     assert report.index("### a\n") < report.index("### a:hard\n") < report.index("### sweep: G=2\n")
     assert report.index("### sweep: G=2\n") < report.index("## b\n")

@@ -2,14 +2,16 @@
 
 A variant v clears the bar when both hold:
 
-1. **beats grpo on the worst group on at least 2 tasks**: a task counts when, in at least one of its
-   settings (the task's defaults or one of its regimes), the 95% interval of v's paired difference to grpo
-   (same seed) in held-out worst-group reward lies above zero, and the interval of the difference in
-   held-out overall reward does not lie below zero (not significantly lower);
-2. **real labels beat random labels on at least one task**: in at least one setting the 95% interval of the
+1. **beats grpo on the worst group on at least 2 tasks**: a task counts when, at the task's defaults, the 95%
+   interval of v's paired difference to grpo (same seed) in held-out worst-group reward lies above zero, and
+   the interval of the difference in held-out overall reward does not lie below zero (not significantly lower);
+2. **real labels beat random labels on at least one task**: at some task's defaults the 95% interval of the
    paired difference in held-out worst-group reward between v and ``<v>_random`` (same flags, randomly
    permuted group labels, same seed) lies above zero.
 
+Only the tasks' default settings count: a regime is one more setting of a task, and letting any of a task's
+settings count would test that task several times. The regimes' verdicts are listed separately
+(``regimes beating grpo``, ``regimes beating random labels``): evidence of when the labels matter, not the bar.
 An interval "lies above zero" when mean - half-width > 0 (at least two seeds). grpo and the random-label
 controls are not candidates.
 """
@@ -36,8 +38,9 @@ def below_zero(value: Interval) -> bool:
 
 
 def bar(table: dict[str, dict[str, dict[str, Any]]], settings: dict[str, Setting]) -> dict[str, dict[str, Any]]:
-    """{variant: {"beats grpo": settings passing condition 1, "tasks": their tasks, "beats random labels": settings
-    passing condition 2, "met": both conditions hold}} (module docstring)."""
+    """{variant: {"beats grpo": tasks passing condition 1, "beats random labels": tasks passing condition 2,
+    "regimes beating grpo" / "regimes beating random labels": the regimes where the same holds, "met": both
+    conditions hold}} (module docstring)."""
     candidates = dict.fromkeys(
         variant for rows in table.values() for variant in rows if variant != "grpo" and not is_random_control(variant)
     )
@@ -52,11 +55,14 @@ def bar(table: dict[str, dict[str, dict[str, Any]]], settings: dict[str, Setting
         beats_random = [
             name for name, row in rows.items() if above_zero(row.get(f"{WORST} - random labels", (math.nan, math.nan)))
         ]
-        tasks = sorted({settings[name].task for name in beats_grpo})
+        at_defaults = {name for name in rows if settings[name].kind == "task"}
+        tasks = sorted({settings[name].task for name in beats_grpo if name in at_defaults})
+        labels = sorted({settings[name].task for name in beats_random if name in at_defaults})
         verdicts[variant] = {
-            "beats grpo": beats_grpo,
-            "tasks": tasks,
-            "beats random labels": beats_random,
-            "met": len(tasks) >= MIN_TASKS and len(beats_random) >= 1,
+            "beats grpo": tasks,
+            "beats random labels": labels,
+            "regimes beating grpo": [name for name in beats_grpo if name not in at_defaults],
+            "regimes beating random labels": [name for name in beats_random if name not in at_defaults],
+            "met": len(tasks) >= MIN_TASKS and len(labels) >= 1,
         }
     return verdicts

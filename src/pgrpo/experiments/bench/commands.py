@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pgrpo.cli import Command
-from pgrpo.experiments.bench.execution import execute, prebuild_policies
+from pgrpo.experiments.bench.execution import execute, prebuild_discovered_labels, prebuild_policies
 from pgrpo.experiments.bench.plan import NO_REGIMES, BenchArguments, planned_runs, record_regimes, task_builds
 from pgrpo.experiments.bench.report import write_report
 from pgrpo.experiments.bench.statistics import OVERALL, WORST, collect, summarize
@@ -40,6 +40,7 @@ def run_bench(args: BenchArguments, command: str) -> Path:
     start = time.perf_counter()
     if json.loads(args.train_options).get("model_name_or_path", "tiny") == "tiny":
         prebuild_policies(builds)
+    prebuild_discovered_labels(task_builds([run for run in runs if run.flags.get("group_labels") == "discovered"]))
     execute(runs, args.jobs or os.cpu_count() or 1)
     (out / "wall_time.txt").write_text(f"{time.perf_counter() - start:.0f} s for the runs executed by the last call\n")
     return write_report(out, command)

@@ -93,3 +93,15 @@ def prebuild_policies(builds: list[tuple[str, dict[str, Any], int]]) -> None:
         if path not in done:
             print(f"tiny {task} policy ready in {time.perf_counter() - start:.0f} s: {path}")
             done.add(path)
+
+
+def prebuild_discovered_labels(builds: list[tuple[str, dict[str, Any], int]]) -> None:
+    """Cluster the prompts of each task build once (cached), before parallel runs would each do it."""
+    from pgrpo.experiments.labels import discovered_labels
+    from pgrpo.tasks import build_task
+
+    for task, options, seed in builds:
+        start = time.perf_counter()
+        built = build_task(task, seed=seed, **options)
+        groups = len(set(discovered_labels(built, built.group_column, seed=0)))
+        print(f"discovered {groups} {task} groups in {time.perf_counter() - start:.0f} s")

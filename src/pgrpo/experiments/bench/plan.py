@@ -57,8 +57,8 @@ class BenchArguments:
         default_factory=lambda: list(REGIMES),
         metadata={"help": REGIMES_HELP.replace("%", "%%")},  # argparse formats help with %
     )
-    seeds: int = field(default=5, metadata={"help": "Seeds of every (task or regime, variant): 0..seeds-1."})
-    max_steps: int = field(default=30, metadata={"help": "Optimizer steps per run."})
+    seeds: int = field(default=10, metadata={"help": "Seeds of every (task or regime, variant): 0..seeds-1."})
+    max_steps: int = field(default=40, metadata={"help": "Optimizer steps per run."})
     prompts_per_step: int = field(default=8, metadata={"help": "Prompts per step (completions = prompts x G)."})
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt G (a regime may set its own)."})
     eval_prompts: int = field(

@@ -19,9 +19,10 @@ preference 0.5 for every persona and prompts that name the persona.
     movielens:binary                   reward 1 for exactly one held-out title the user rated >= 4
     reviews:probability-reward         reward p(target rating) instead of the expected rating's closeness
 
-The difficulty-gap, anonymous and one-persona regimes compare EVIDENCE_VARIANTS (grpo, pgrpo,
-pgrpo_random), so the report's bar can ask there whether the real labels matter; the others compare grpo
-and pgrpo. Add a regime by adding a ``Regime`` to REGIMES, a variant to a regime by editing its ``variants``.
+The difficulty-gap, anonymous and one-persona regimes compare EVIDENCE_VARIANTS (grpo, pgrpo and two
+group-aware options, each with its random-label control), so the report's bar can ask there whether the real
+labels matter; the others compare grpo and pgrpo. Add a regime by adding a ``Regime`` to REGIMES, a variant
+to a regime by editing its ``variants``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import Any
 from pgrpo.tasks.personas import shares_with
 from pgrpo.tasks.registry import task_directory_name
 
-EVIDENCE_VARIANTS = ("grpo", "pgrpo", "pgrpo_random")
+EVIDENCE_VARIANTS = ("grpo", "pgrpo", "pgrpo_random", "grpo_balanced_sampling", "grpo_balanced_sampling_random",
+                     "grpo_worst_group", "grpo_worst_group_random")  # fmt: skip
 
 
 @dataclass(frozen=True)

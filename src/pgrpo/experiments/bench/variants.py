@@ -26,13 +26,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grpo_worst_group": {"estimator": "grpo", "group_weighting": "worst_group"},
     "pgrpo_balanced_sampling": {"estimator": "pgrpo", "group_sampling_alpha": 0.0},
     "pgrpo_worst_group": {"estimator": "pgrpo", "group_weighting": "worst_group"},
-    # label quality: P-GRPO on coarser (merged) and discovered (k-means of the prompt text) groups
+    # label quality: coarser (merged) and discovered (k-means of the prompt text) groups
     "pgrpo_merged": {"estimator": "pgrpo", "group_labels": "merged"},
     "pgrpo_discovered": {"estimator": "pgrpo", "group_labels": "discovered"},
+    "grpo_balanced_sampling_merged": {"estimator": "grpo", "group_sampling_alpha": 0.0, "group_labels": "merged"},
+    "grpo_balanced_sampling_discovered": {
+        "estimator": "grpo", "group_sampling_alpha": 0.0, "group_labels": "discovered"
+    },
 }
 RANDOM_SUFFIX = "_random"
 RANDOM_LABELS = {"group_labels": "random"}
-DEFAULT_VARIANTS = (*VARIANTS, "pgrpo" + RANDOM_SUFFIX)
+# The published bench: GRPO, P-GRPO, every group-aware option with its random-label control, and label quality.
+GROUP_AWARE = ("grpo_balanced_sampling", "grpo_balanced_loss", "grpo_worst_group", "pgrpo_balanced_sampling",
+               "pgrpo_worst_group")  # fmt: skip
+DEFAULT_VARIANTS = (
+    "grpo", "pgrpo", "pgrpo" + RANDOM_SUFFIX, "pgrpo_ema",
+    *(name for option in GROUP_AWARE for name in (option, option + RANDOM_SUFFIX)),
+    "pgrpo_merged", "pgrpo_discovered", "grpo_balanced_sampling_merged", "grpo_balanced_sampling_discovered",
+)  # fmt: skip
 
 
 def variant_flags(name: str) -> dict[str, Any]:
