@@ -73,9 +73,14 @@ def plot_group_eval(settings: dict[str, Rows], colors: Colors, path: Path, title
     figure.savefig(path, dpi=110)
 
 
+def compared_to_grpo(table: dict[str, Rows]) -> list[str]:
+    """The settings with grpo and at least one other variant."""
+    return [name for name, rows in table.items() if "grpo" in rows and len(rows) > 1]
+
+
 def plot_worst_vs_overall(table: dict[str, Rows], colors: Colors, path: Path) -> None:
     """Paired differences to grpo: overall (x) against worst-group (y) held-out reward, one panel per setting."""
-    names = [name for name, rows in table.items() if "grpo" in rows and len(rows) > 1]
+    names = compared_to_grpo(table)
     if not names:
         return
     figure, axes = panels(len(names), 4.0, 3.4, columns=4)
@@ -98,7 +103,7 @@ def plot_worst_vs_overall(table: dict[str, Rows], colors: Colors, path: Path) ->
 
 def plot_regimes(table: dict[str, Rows], colors: Colors, path: Path) -> None:
     """Every setting's paired difference to grpo in held-out worst-group reward, each variant a dot."""
-    names = [name for name, rows in table.items() if "grpo" in rows and len(rows) > 1]
+    names = compared_to_grpo(table)
     if not names:
         return
     figure = Figure(figsize=(8, 0.45 * len(names) + 1.8), layout="constrained")

@@ -1,0 +1,35 @@
+"""The shipped bench configurations parse, plan what they say, and run (on a CPU, at a tiny size)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgrpo.cli import main
+from pgrpo.experiments.bench.plan import BenchArguments, planned_runs
+
+GPU_HEADLINE = Path(__file__).resolve().parents[2] / "configs" / "bench" / "gpu_headline.yaml"
+
+
+def test_gpu_headline_plans_the_comparison_with_longer_training(tmp_path: Path) -> None:
+    settings = yaml.safe_load(GPU_HEADLINE.read_text())
+    runs = planned_runs(BenchArguments(**{**settings, "out": str(tmp_path)}))
+    assert len(runs) == 3 * 5 * 10  # tasks x variants x seeds
+    assert {run.flags["max_steps"] for run in runs} == {200}
+    sampled = [run for run in runs if run.flags.get("group_sampling_alpha") == 0.0]
+    assert {run.flags.get("group_labels", "task") for run in sampled} == {"task", "random"}
+
+
+@pytest.mark.slow
+def test_gpu_headline_runs_on_a_cpu_at_a_tiny_size(toy_model_dir: str, tmp_path: Path) -> None:
+    out = tmp_path / "gpu"
+    options = {"model_name_or_path": toy_model_dir, "max_completion_length": 4, "eval_samples": 1}
+    tiny = ["--out", str(out), "--tasks", "personas", "--seeds", "1", "--max_steps", "2", "--prompts_per_step", "2",
+            "--eval_prompts", "7", "--jobs", "2", "--train_options", json.dumps(options)]  # fmt: skip
+    assert main(["bench", "--config", str(GPU_HEADLINE), *tiny]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["personas"]) == set(yaml.safe_load(GPU_HEADLINE.read_text())["variants"])
+    assert "grpo_balanced_sampling" in results["bar"]
