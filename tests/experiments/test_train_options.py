@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from pgrpo.cli import main
+from pgrpo.experiments.runs import read_metrics
 from tests.experiments.test_cli import train_argv
 
 
@@ -88,3 +89,27 @@ def test_lora_trains_checkpoints_resumes_exactly_and_its_adapter_loads(toy_model
         assert torch.equal(loaded.detach(), value), name
     generated = model.generate(torch.tensor([[3, 4]]), max_new_tokens=3, do_sample=False)
     assert generated[0, :2].tolist() == [3, 4] and generated.shape[1] > 2
+
+
+def test_resume_from_checkpoint_flag_starts_a_new_run_from_another_runs_checkpoint(
+    toy_model_dir: str, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(train_argv(toy_model_dir, first)) == 0
+    checkpoint = first / "checkpoints" / "checkpoint-2"
+    assert main(train_argv(toy_model_dir, second, "--max_steps", "3", "--resume_from_checkpoint", str(checkpoint))) == 0
+    assert [m["step"] for m in read_metrics(second / "metrics.jsonl")] == [3]  # continued after step 2
+    stats = json.loads((second / "checkpoints" / "checkpoint-3" / "pgrpo_group_stats.json").read_text())
+    assert sum(stats["tracker"]["count"]) == 3 * 8  # the first run's two batches, then one more
+
+
+def test_eval_strategy_evaluates_the_held_out_prompts_during_training(toy_model_dir: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert main(train_argv(toy_model_dir, run_dir, "--eval_strategy", "steps", "--eval_steps", "1",
+                           "--per_device_eval_batch_size", "8")) == 0  # fmt: skip
+    entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [e for e in entries if "eval_reward" in e]
+    assert [e["step"] for e in evaluations] == [1, 2]
+    assert any(key.startswith("eval_group/") for key in evaluations[0])  # per-group metrics, eval mode
+    stats = json.loads((run_dir / "checkpoints" / "checkpoint-2" / "pgrpo_group_stats.json").read_text())
+    assert sum(stats["tracker"]["count"]) == 2 * 8  # evaluation never entered the statistics

@@ -12,8 +12,8 @@ A variant v clears the bar when both hold:
 Only the tasks' default settings count: a regime is one more setting of a task, and letting any of a task's
 settings count would test that task several times. The regimes' verdicts are listed separately
 (``regimes beating grpo``, ``regimes beating random labels``): evidence of when the labels matter, not the bar.
-An interval "lies above zero" when mean - half-width > 0 (at least two seeds). grpo and the random-label
-controls are not candidates.
+An interval "lies above zero" when mean - half-width > 0 (at least two seeds). The references (grpo, and
+frozen: the warm-started policy without updates) and the random-label controls are not candidates.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 from typing import Any
 
 from pgrpo.experiments.bench.statistics import OVERALL, WORST, Interval, Setting
-from pgrpo.experiments.bench.variants import is_random_control
+from pgrpo.experiments.bench.variants import REFERENCES, is_random_control
 
 MIN_TASKS = 2
 
@@ -42,7 +42,10 @@ def bar(table: dict[str, dict[str, dict[str, Any]]], settings: dict[str, Setting
     "regimes beating grpo" / "regimes beating random labels": the regimes where the same holds, "met": both
     conditions hold}} (module docstring)."""
     candidates = dict.fromkeys(
-        variant for rows in table.values() for variant in rows if variant != "grpo" and not is_random_control(variant)
+        variant
+        for rows in table.values()
+        for variant in rows
+        if variant not in REFERENCES and not is_random_control(variant)
     )
     verdicts = {}
     for variant in candidates:

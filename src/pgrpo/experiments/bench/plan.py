@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pgrpo.experiments.bench.regimes import REGIMES, Regime
-from pgrpo.experiments.bench.variants import DEFAULT_VARIANTS, RANDOM_LABELS, RANDOM_SUFFIX, VARIANTS, variant_flags
+from pgrpo.experiments.bench.variants import DEFAULT_VARIANTS, RANDOM_SUFFIX, VARIANTS, variant_flags
 from pgrpo.tasks.registry import check_options, find_task, task_directory_name
 
 NO_REGIMES = "none"
@@ -103,13 +103,15 @@ def selected_regimes(args: BenchArguments) -> list[Regime]:
 
 
 def train_options(args: BenchArguments, regimes: list[Regime]) -> dict[str, Any]:
-    """``--train_options`` as a dict (its ``task_options`` a dict too), refusing a flag set elsewhere."""
+    """``--train_options`` as a dict (its ``task_options`` a dict too), refusing a flag the bench, a variant that
+    runs or a selected regime sets."""
     options = json.loads(args.train_options)
     if not isinstance(options, dict):
         raise ValueError(f"--train_options must be a JSON object of `pgrpo train` flags, got {args.train_options!r}.")
     task_options = options.get("task_options", {})
     task_options = json.loads(task_options) if isinstance(task_options, str) else task_options
-    variants = {**VARIANTS, f"every <variant>{RANDOM_SUFFIX}": RANDOM_LABELS}
+    running = dict.fromkeys([*args.variants, *(name for regime in regimes for name in regime.variants)])
+    variants = {name: variant_flags(name) for name in running}  # only the variants that run can clash
     for key in [key for key in options if key != "task_options"]:
         if key in BENCH_SETS:
             raise ValueError(f"--train_options sets {key!r}, which the bench sets for all runs; use {BENCH_SETS[key]}.")

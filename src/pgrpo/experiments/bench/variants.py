@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 VARIANTS: dict[str, dict[str, Any]] = {
+    "frozen": {"estimator": "grpo", "learning_rate": 0.0},  # no update: the warm-started policy, what RL starts from
     "grpo": {"estimator": "grpo"},
     "dr_grpo": {"estimator": "dr_grpo", "loss_type": "dr_grpo"},  # Dr. GRPO: its advantage and its loss
     "batch_std": {"estimator": "batch_std"},
@@ -40,7 +41,7 @@ RANDOM_LABELS = {"group_labels": "random"}
 GROUP_AWARE = ("grpo_balanced_sampling", "grpo_balanced_loss", "grpo_worst_group", "pgrpo_balanced_sampling",
                "pgrpo_worst_group")  # fmt: skip
 DEFAULT_VARIANTS = (
-    "grpo", "pgrpo", "pgrpo" + RANDOM_SUFFIX, "pgrpo_ema",
+    "frozen", "grpo", "pgrpo", "pgrpo" + RANDOM_SUFFIX, "pgrpo_ema",
     *(name for option in GROUP_AWARE for name in (option, option + RANDOM_SUFFIX)),
     "pgrpo_merged", "pgrpo_discovered", "grpo_balanced_sampling_merged", "grpo_balanced_sampling_discovered",
 )  # fmt: skip
@@ -57,6 +58,9 @@ def variant_flags(name: str) -> dict[str, Any]:
         f"Unknown variant {name!r}; choose from {', '.join(VARIANTS)}, or <one of them>{RANDOM_SUFFIX} for the same "
         f"flags on randomly permuted group labels (variants are defined in VARIANTS of {__name__})."
     )
+
+
+REFERENCES = ("grpo", "frozen")  # what options are measured against, never candidates themselves
 
 
 def is_random_control(name: str) -> bool:
