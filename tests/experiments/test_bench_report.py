@@ -17,7 +17,7 @@ from scipy import stats
 
 from pgrpo.experiments.bench.bar import bar
 from pgrpo.experiments.bench.report import write_report
-from pgrpo.experiments.bench.statistics import collect, interval, smooth, steps_to, summarize
+from pgrpo.experiments.bench.statistics import collect, interval, smooth, steps_to, summarize, train_mix_reward
 
 SEEDS = (0, 1, 2)
 NOISE = np.array([0.0, 0.01, -0.01])  # per seed: intervals are tight but not zero-width
@@ -139,11 +139,19 @@ def test_report_writes_results_tables_and_figures(bench_dir: Path) -> None:
     assert row["eval worst group (sampled) - random labels"] == pytest.approx((0.10, 0.0), abs=1e-12)  # same noise
     assert row["eval reward (sampled) - grpo"] == pytest.approx(t_interval(0.02 + NOISE))
     assert set(row["per_group_eval"]) == {"g1", "g2"} and results["b"]["grpo"]["seeds"] == 3
-    assert "| good | a, b | a, b | **yes** | none | none |" in report
-    assert "| lucky | a | a | no | a:hard | a:hard |" in report
+    assert "| good | a, b | none | a, b | **yes** | none | none |" in report  # no config.yaml: no train shares
+    assert "| lucky | a | none | a | no | a:hard | a:hard |" in report
     assert 'Regime of `a`: flags `{"flag": 1}`.' in report and "Held-out prompts per group: g1 30, g2 30." in report
     assert report.index("### a\n") < report.index("### a:hard\n") < report.index("### sweep: G=2\n")
     assert report.index("### sweep: G=2\n") < report.index("## b\n")
     for figure in ("worst_vs_overall.png", "regimes.png", "groups_a.png", "groups_b.png", "curves_a-hard.png"):
         assert (bench_dir / figure).stat().st_size > 10_000, figure
         assert f"]({figure})" in report
+
+
+def test_train_mix_reward_weighs_the_groups_by_their_train_shares() -> None:
+    run = {"eval": {"per_group_sampled": {"big": 0.8, "small": 0.2}}, "train_shares": {"big": 0.9, "small": 0.1}}
+    assert train_mix_reward(run) == pytest.approx(0.9 * 0.8 + 0.1 * 0.2)  # vs 0.5 for the balanced held-out mean
+    run["eval"]["per_group_sampled"]["unknown"] = 0.0  # a group without a train share weighs nothing
+    assert train_mix_reward(run) == pytest.approx(0.74)
+    assert train_mix_reward({"eval": {"per_group_sampled": {"a": 1.0}}, "train_shares": {}}) is None

@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from pgrpo.cli import main
+from pgrpo.experiments.bench.regimes import EVIDENCE_VARIANTS
 from pgrpo.experiments.runs import read_metrics
+from pgrpo.tasks import build_task
 
 
 def train_argv(model_dir: str, run_dir: Path, *extra: str) -> list[str]:
@@ -101,7 +103,7 @@ def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path
                                                           "max_completion_length": 4, "eval_samples": 1})]  # fmt: skip
     assert main(argv) == 0
     summaries = sorted(out.glob("runs/*/*/*/seed*/summary.json"))
-    assert len(summaries) == 2 * 2 + 3 * 2  # matrix: grpo, pgrpo; the regime: grpo, pgrpo, pgrpo_random
+    assert len(summaries) == 2 * 2 + len(EVIDENCE_VARIANTS) * 2  # matrix: grpo, pgrpo; the regime: its variants
     regime_run = out / "runs/regimes/personas-anonymous/pgrpo_random/seed1"
     assert json.loads((regime_run / "summary.json").read_text())["group_labels"] == "random"
     run_config = yaml.safe_load((regime_run / "config.yaml").read_text())
@@ -111,9 +113,19 @@ def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path
     assert evaluation["per_group_prompts"] == {name: 2 for name in evaluation["per_group_sampled"]}
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"personas", "personas:anonymous", "bar"}
-    assert set(results["personas:anonymous"]) == {"grpo", "pgrpo", "pgrpo_random"}
+    assert set(results["personas:anonymous"]) == set(EVIDENCE_VARIANTS)
     assert "eval worst group (sampled) - random labels" in results["personas:anonymous"]["pgrpo"]
-    assert set(results["bar"]) == {"pgrpo"} and len(results["personas"]["pgrpo"]["per_group_eval"]) == 7
+    assert set(results["bar"]) == {"pgrpo", "grpo_balanced_sampling", "grpo_worst_group"}  # no reference or control
+    assert len(results["personas"]["pgrpo"]["per_group_eval"]) == 7
+    shares = {str(info.name): info.share for info in build_task("personas").groups}  # the train-mix weights
+    expected = []
+    for seed_dir in sorted((out / "runs/matrix/personas/grpo").glob("seed*")):
+        if seed_dir.is_dir():
+            per_group = json.loads((seed_dir / "eval.json").read_text())["per_group_sampled"]
+            expected.append(sum(shares[g] * r for g, r in per_group.items()) / sum(shares[g] for g in per_group))
+    assert len(expected) == 2
+    assert results["personas"]["grpo"]["eval reward (train mix)"][0] == pytest.approx(sum(expected) / 2)
+    assert "| headline" not in (out / "report.md").read_text() and (out / "headline.png").stat().st_size > 10_000
     for figure in ("curves_personas.png", "curves_personas-anonymous.png", "groups_personas.png",
                    "worst_vs_overall.png", "regimes.png"):  # fmt: skip
         assert (out / figure).stat().st_size > 10_000, figure
@@ -139,13 +151,15 @@ def test_models_with_a_chat_template_get_the_prompt_as_a_user_message(toy_model_
 
 
 @pytest.mark.slow
-def test_demo_trains_both_estimators_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_trains_every_variant_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--max_steps", "3", "--seeds", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "grpo" in printed and "pgrpo" in printed and "worst" in printed
+    assert all(f"\n{variant} " in printed for variant in ("grpo", "pgrpo", "pgrpo_balanced_sampling"))
+    assert "worst" in printed and "10 seeds" in printed
     results = json.loads((out / "results.json").read_text())["personas"]
-    assert set(results) == {"grpo", "pgrpo"} and len(results["pgrpo"]["per_group_eval"]) == 7
+    assert set(results) == {"grpo", "pgrpo", "pgrpo_balanced_sampling"}
+    assert len(results["pgrpo"]["per_group_eval"]) == 7
     assert (out / "curves_personas.png").stat().st_size > 10_000 and (out / "report.md").exists()
 
 

@@ -9,6 +9,11 @@ A variant v clears the bar when both hold:
    paired difference in held-out worst-group reward between v and ``<v>_random`` (same flags, randomly
    permuted group labels, same seed) lies above zero.
 
+The held-out prompts are balanced over groups, so condition 1's guard weighs every group alike. The verdict
+also lists the tasks where, besides, the reward weighted by the groups' train shares (``eval reward (train
+mix)``: what users of the data as it is would see) is not significantly lower: serving a small group can cost
+the majority, and this column says where it does. It is reported, not part of the bar.
+
 Only the tasks' default settings count: a regime is one more setting of a task, and letting any of a task's
 settings count would test that task several times. The regimes' verdicts are listed separately
 (``regimes beating grpo``, ``regimes beating random labels``): evidence of when the labels matter, not the bar.
@@ -21,10 +26,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pgrpo.experiments.bench.statistics import OVERALL, WORST, Interval, Setting
+from pgrpo.experiments.bench.statistics import OVERALL, TRAIN_MIX, WORST, Interval, Setting
 from pgrpo.experiments.bench.variants import REFERENCES, is_random_control
 
 MIN_TASKS = 2
+NAN_INTERVAL = (math.nan, math.nan)
 
 
 def above_zero(value: Interval) -> bool:
@@ -56,13 +62,16 @@ def bar(table: dict[str, dict[str, dict[str, Any]]], settings: dict[str, Setting
             if above_zero(row[f"{WORST} - grpo"]) and not below_zero(row[f"{OVERALL} - grpo"])
         ]
         beats_random = [
-            name for name, row in rows.items() if above_zero(row.get(f"{WORST} - random labels", (math.nan, math.nan)))
+            name for name, row in rows.items() if above_zero(row.get(f"{WORST} - random labels", NAN_INTERVAL))
         ]
         at_defaults = {name for name in rows if settings[name].kind == "task"}
+        mix = {name: rows[name].get(f"{TRAIN_MIX} - grpo", NAN_INTERVAL) for name in beats_grpo}
+        mix_holds = [name for name, value in mix.items() if math.isfinite(value[0]) and not below_zero(value)]
         tasks = sorted({settings[name].task for name in beats_grpo if name in at_defaults})
         labels = sorted({settings[name].task for name in beats_random if name in at_defaults})
         verdicts[variant] = {
             "beats grpo": tasks,
+            "beats grpo, train mix not lower": sorted({settings[n].task for n in mix_holds if n in at_defaults}),
             "beats random labels": labels,
             "regimes beating grpo": [name for name in beats_grpo if name not in at_defaults],
             "regimes beating random labels": [name for name in beats_random if name not in at_defaults],

@@ -1,5 +1,7 @@
 """Figures of a bench, drawn on matplotlib ``Figure`` objects (no pyplot, no global backend state).
 
+    plot_headline          per task at its defaults: every option's paired difference to grpo in worst-group
+                           held-out reward, beside the same option on random labels (the evidence at a glance)
     plot_group_eval        per task: held-out reward per group (x) for each variant, dots with 95% intervals,
                            one panel per setting of the task (its defaults and its regimes)
     plot_worst_vs_overall  one panel per setting: each variant's paired difference to grpo in overall (x) and
@@ -23,6 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pgrpo.experiments.bench.statistics import OVERALL, WORST, Interval, Run, smooth
+from pgrpo.experiments.bench.variants import RANDOM_SUFFIX, REFERENCES, is_random_control
 
 Rows = dict[str, dict[str, Any]]  # {variant: its table row} in one setting
 Colors = dict[str, Any]
@@ -52,6 +55,33 @@ def legend(figure: Figure, axes: list[Axes]) -> None:
     """One legend for all panels, right of them."""
     handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
     figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=9)
+
+
+def plot_headline(table: dict[str, Rows], tasks: list[str], colors: Colors, path: Path) -> None:
+    """At each task's defaults, every option's paired difference to grpo in held-out worst-group reward (filled)
+    and the same for its random-label control (hollow, just below), mean and 95% interval over seeds."""
+    tasks = [task for task in tasks if "grpo" in table[task]]
+    options = [variant for variant in dict.fromkeys(v for task in tasks for v in table[task])
+               if variant not in REFERENCES and not is_random_control(variant)]  # fmt: skip
+    if not options:
+        return
+    figure, axes = panels(len(tasks), 4.2, 0.34 * len(options) + 1.4, columns=len(tasks))
+    for column, (ax, task) in enumerate(zip(axes, tasks, strict=True)):
+        rows = table[task]
+        for index, option in enumerate(options):
+            for offset, name, face in ((-0.15, option, colors[option]), (0.15, option + RANDOM_SUFFIX, "white")):
+                if name in rows:
+                    mean, half = rows[name][f"{WORST} - grpo"]
+                    ax.errorbar(mean, index + offset, xerr=np.nan_to_num(half), fmt="o", ms=5, capsize=3,
+                                color=colors[option], markerfacecolor=face)  # fmt: skip
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_yticks(np.arange(len(options)), options if column == 0 else [], fontsize=9)
+        ax.set_ylim(len(options) - 0.5, -0.5)
+        ax.set_title(task, fontsize=11)
+        ax.grid(axis="x", alpha=0.3)
+    figure.suptitle("Held-out worst-group reward, paired difference to GRPO (same seed): mean ± 95% CI")
+    figure.supxlabel("filled: the option; hollow: the same option on randomly permuted group labels", fontsize=9)
+    figure.savefig(path, dpi=110)
 
 
 def plot_group_eval(settings: dict[str, Rows], colors: Colors, path: Path, title: str) -> None:

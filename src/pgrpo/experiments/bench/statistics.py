@@ -4,7 +4,10 @@
     interval(x) = mean(x) +- t(0.975, n - 1) * sd(x) / sqrt(n)        n seeds; half-width nan when n = 1
     paired difference of v to b: d_s = m(v, s) - m(b, s) over the seeds s both ran, then interval(d)
 
-Every metric is paired with ``grpo`` (``"<metric> - grpo"``); the held-out reward and worst group also with
+The held-out prompts are balanced over groups; ``eval reward (train mix)`` reweighs the per-group held-out rewards
+by the groups' shares of the train prompts (what users of the data as it is would see; the task is built once per
+distinct build to get the shares). Every metric is paired with ``grpo`` (``"<metric> - grpo"``); the held-out
+reward and worst group also with
 the variant's random-label control ``<v>_random`` where that ran (``"<metric> - random labels"``). Training
 curves are smoothed by a trailing mean that skips NaN (a group absent from a step's batch).
 """
@@ -20,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy import stats
 
 from pgrpo.experiments.bench.variants import RANDOM_SUFFIX
@@ -39,7 +43,39 @@ METRICS: dict[str, Callable[[Run], float | None]] = {
     "perplexity": lambda r: r["eval"].get("perplexity"),
     "s/step": lambda r: r["seconds_per_step"],
 }
+TRAIN_MIX = "eval reward (train mix)"
+METRICS[TRAIN_MIX] = lambda r: train_mix_reward(r)
 RANDOM_LABEL_METRICS = (OVERALL, WORST)
+
+
+def train_mix_reward(run: Run) -> float | None:
+    """Held-out reward weighted by the groups' shares of the train prompts: sum_g share_g * reward_g / sum_g share_g.
+
+    The held-out prompts are balanced over groups, so the plain held-out reward weighs every group alike; this is
+    what the users of the data as it is (majority first) would see.
+    """
+    shares, per_group = run.get("train_shares"), run["eval"].get("per_group_sampled")
+    if not shares or not per_group:
+        return None
+    weights = {group: shares.get(group, 0.0) for group in per_group}
+    total = sum(weights.values())
+    return sum(weights[group] * reward for group, reward in per_group.items()) / total if total else None
+
+
+def train_shares(run_dir: Path, cache: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Share of each task group (as a string, like eval.json's keys) among the run's task's train prompts; empty for
+    a run directory without config.yaml (not made by `pgrpo train`)."""
+    from pgrpo.tasks import build_task
+
+    if not (run_dir / "config.yaml").is_file():
+        return {}
+    run = yaml.safe_load((run_dir / "config.yaml").read_text())["run"]
+    key = json.dumps([run["task"], run["task_seed"], run["task_options"]])
+    if key not in cache:
+        options = json.loads(run["task_options"]) if isinstance(run["task_options"], str) else run["task_options"]
+        task = build_task(run["task"], seed=run["task_seed"], **options)
+        cache[key] = {str(info.name): info.share for info in task.groups}
+    return cache[key]
 
 
 @dataclass
@@ -92,9 +128,11 @@ def load_run(run_dir: Path) -> Run:
 def collect(root: Path) -> dict[str, Setting]:
     """Every finished run under ``root`` (a bench's runs/ directory), by setting name: a task spec or a regime."""
     settings: dict[str, Setting] = {}
+    shares: dict[str, dict[str, float]] = {}  # one task build per distinct (task, seed, options)
     for summary in sorted(root.glob("*/*/*/seed*/summary.json")):
         run_dir = summary.parent
         kind, variant, run = run_dir.parts[-4], run_dir.parts[-2], load_run(run_dir)
+        run["train_shares"] = train_shares(run_dir, shares)
         if kind == "matrix":
             setting = Setting(run["task"], run["task"], "task")
         elif kind == "regimes":

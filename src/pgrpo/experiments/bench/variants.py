@@ -26,20 +26,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grpo_balanced_loss": {"estimator": "grpo", "group_weighting": "balanced"},
     "grpo_worst_group": {"estimator": "grpo", "group_weighting": "worst_group"},
     "pgrpo_balanced_sampling": {"estimator": "pgrpo", "group_sampling_alpha": 0.0},
+    "grpo_half_balanced_sampling": {"estimator": "grpo", "group_sampling_alpha": 0.5},
+    "pgrpo_half_balanced_sampling": {"estimator": "pgrpo", "group_sampling_alpha": 0.5},
     "pgrpo_worst_group": {"estimator": "pgrpo", "group_weighting": "worst_group"},
     # label quality: coarser (merged) and discovered (k-means of the prompt text) groups
     "pgrpo_merged": {"estimator": "pgrpo", "group_labels": "merged"},
     "pgrpo_discovered": {"estimator": "pgrpo", "group_labels": "discovered"},
     "grpo_balanced_sampling_merged": {"estimator": "grpo", "group_sampling_alpha": 0.0, "group_labels": "merged"},
     "grpo_balanced_sampling_discovered": {
-        "estimator": "grpo", "group_sampling_alpha": 0.0, "group_labels": "discovered"
+        "estimator": "grpo",
+        "group_sampling_alpha": 0.0,
+        "group_labels": "discovered",
     },
 }
 RANDOM_SUFFIX = "_random"
 RANDOM_LABELS = {"group_labels": "random"}
 # The published bench: GRPO, P-GRPO, every group-aware option with its random-label control, and label quality.
 GROUP_AWARE = ("grpo_balanced_sampling", "grpo_balanced_loss", "grpo_worst_group", "pgrpo_balanced_sampling",
-               "pgrpo_worst_group")  # fmt: skip
+               "pgrpo_worst_group", "grpo_half_balanced_sampling", "pgrpo_half_balanced_sampling")  # fmt: skip
 DEFAULT_VARIANTS = (
     "frozen", "grpo", "pgrpo", "pgrpo" + RANDOM_SUFFIX, "pgrpo_ema",
     *(name for option in GROUP_AWARE for name in (option, option + RANDOM_SUFFIX)),
