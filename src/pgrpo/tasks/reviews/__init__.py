@@ -9,8 +9,9 @@ Reward (:mod:`.reward`): closeness of the rating a TF-IDF + logistic-regression 
 (:mod:`.rating_model`, held-out accuracy and macro-F1 in ``config["rating_model"]`` and the
 description) reads in the text to the target, times a quality factor against degenerate text.
 
-Splits: RL prompts are ``n_train`` rows drawn from the rating model's train split and ``n_eval``
-from its test split, keeping the natural (imbalanced) rating distribution. ``sft_dataset``:
+Splits: RL prompts are ``n_train`` rows drawn from the rating model's train split, keeping the
+natural (imbalanced) rating distribution, and ``n_eval`` from its test split, equally many per rating
+(``balanced_eval=True``, the default) or at the natural shares. ``sft_dataset``:
 up to ``sft_per_rating`` train-split reviews per rating, cut at a sentence end to at most
 ``sft_words`` words (a hard cut when the first sentence is longer).
 """
