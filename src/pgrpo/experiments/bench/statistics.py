@@ -32,20 +32,7 @@ from pgrpo.experiments.runs import read_metrics
 Run = dict[str, Any]  # a run's summary.json plus its training curves (load_run)
 Interval = tuple[float, float]  # (mean, 95% half-width)
 OVERALL, WORST = "eval reward (sampled)", "eval worst group (sampled)"
-METRICS: dict[str, Callable[[Run], float | None]] = {
-    OVERALL: lambda r: r["eval"].get("reward_sampled"),
-    "eval reward (greedy)": lambda r: r["eval"].get("reward_greedy"),
-    WORST: lambda r: r["eval"].get("worst_group_sampled"),
-    "eval majority-minority gap": lambda r: r["eval"].get("majority_minus_minority_sampled"),
-    "train reward AUC": lambda r: float(np.mean(r["curve"])),
-    "train final reward": lambda r: r["final_train_reward"],
-    "KL to initial": lambda r: r["eval"].get("kl_to_initial"),
-    "perplexity": lambda r: r["eval"].get("perplexity"),
-    "s/step": lambda r: r["seconds_per_step"],
-}
 TRAIN_MIX = "eval reward (train mix)"
-METRICS[TRAIN_MIX] = lambda r: train_mix_reward(r)
-RANDOM_LABEL_METRICS = (OVERALL, WORST)
 
 
 def train_mix_reward(run: Run) -> float | None:
@@ -60,6 +47,21 @@ def train_mix_reward(run: Run) -> float | None:
     weights = {group: shares.get(group, 0.0) for group in per_group}
     total = sum(weights.values())
     return sum(weights[group] * reward for group, reward in per_group.items()) / total if total else None
+
+
+METRICS: dict[str, Callable[[Run], float | None]] = {
+    OVERALL: lambda r: r["eval"].get("reward_sampled"),
+    "eval reward (greedy)": lambda r: r["eval"].get("reward_greedy"),
+    WORST: lambda r: r["eval"].get("worst_group_sampled"),
+    "eval majority-minority gap": lambda r: r["eval"].get("majority_minus_minority_sampled"),
+    "train reward AUC": lambda r: float(np.mean(r["curve"])),
+    "train final reward": lambda r: r["final_train_reward"],
+    "KL to initial": lambda r: r["eval"].get("kl_to_initial"),
+    "perplexity": lambda r: r["eval"].get("perplexity"),
+    "s/step": lambda r: r["seconds_per_step"],
+    TRAIN_MIX: train_mix_reward,
+}
+RANDOM_LABEL_METRICS = (OVERALL, WORST)
 
 
 def train_shares(run_dir: Path, cache: dict[str, dict[str, float]]) -> dict[str, float]:
