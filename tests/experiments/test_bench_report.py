@@ -155,3 +155,15 @@ def test_train_mix_reward_weighs_the_groups_by_their_train_shares() -> None:
     run["eval"]["per_group_sampled"]["unknown"] = 0.0  # a group without a train share weighs nothing
     assert train_mix_reward(run) == pytest.approx(0.74)
     assert train_mix_reward({"eval": {"per_group_sampled": {"a": 1.0}}, "train_shares": {}}) is None
+
+
+def test_a_bench_without_grpo_has_no_comparison_figures_not_even_stale_ones(tmp_path: Path) -> None:
+    for seed in SEEDS:
+        write_run(tmp_path / "runs/matrix/a/pgrpo" / f"seed{seed}", "a", "pgrpo", seed, *grpo_rewards(seed))
+    stale = ("headline.png", "worst_vs_overall.png", "regimes.png")
+    for figure in stale:  # left by a report of the same directory when it still held grpo runs
+        (tmp_path / figure).write_bytes(b"old")
+    report = write_report(tmp_path).read_text()
+    for figure in stale:
+        assert not (tmp_path / figure).exists() and figure not in report
+    assert (tmp_path / "groups_a.png").stat().st_size > 10_000 and "](groups_a.png)" in report

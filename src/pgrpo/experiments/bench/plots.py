@@ -9,7 +9,8 @@
     plot_regimes           every setting at a glance: paired difference to grpo in worst-group held-out reward
     plot_group_curves      per setting: each variant's training reward per group, smoothed
 
-A variant has the same colour in every figure (``variant_colors`` of all the report's variants).
+A variant has the same colour in every figure (``variant_colors`` of all the report's variants). The three
+comparisons with grpo return whether they drew a figure (False: no setting ran grpo beside another variant).
 """
 
 from __future__ import annotations
@@ -57,14 +58,14 @@ def legend(figure: Figure, axes: list[Axes]) -> None:
     figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=9)
 
 
-def plot_headline(table: dict[str, Rows], tasks: list[str], colors: Colors, path: Path) -> None:
+def plot_headline(table: dict[str, Rows], tasks: list[str], colors: Colors, path: Path) -> bool:
     """At each task's defaults, every option's paired difference to grpo in held-out worst-group reward (filled)
     and the same for its random-label control (hollow, just below), mean and 95% interval over seeds."""
     tasks = [task for task in tasks if "grpo" in table[task]]
     options = [variant for variant in dict.fromkeys(v for task in tasks for v in table[task])
                if variant not in REFERENCES and not is_random_control(variant)]  # fmt: skip
     if not options:
-        return
+        return False
     figure, axes = panels(len(tasks), 4.2, 0.34 * len(options) + 1.4, columns=len(tasks))
     for column, (ax, task) in enumerate(zip(axes, tasks, strict=True)):
         rows = table[task]
@@ -82,6 +83,7 @@ def plot_headline(table: dict[str, Rows], tasks: list[str], colors: Colors, path
     figure.suptitle("Held-out worst-group reward, paired difference to GRPO (same seed): mean ± 95% CI")
     figure.supxlabel("filled: the option; hollow: the same option on randomly permuted group labels", fontsize=9)
     figure.savefig(path, dpi=110)
+    return True
 
 
 def plot_group_eval(settings: dict[str, Rows], colors: Colors, path: Path, title: str) -> None:
@@ -108,11 +110,11 @@ def compared_to_grpo(table: dict[str, Rows]) -> list[str]:
     return [name for name, rows in table.items() if "grpo" in rows and len(rows) > 1]
 
 
-def plot_worst_vs_overall(table: dict[str, Rows], colors: Colors, path: Path) -> None:
+def plot_worst_vs_overall(table: dict[str, Rows], colors: Colors, path: Path) -> bool:
     """Paired differences to grpo: overall (x) against worst-group (y) held-out reward, one panel per setting."""
     names = compared_to_grpo(table)
     if not names:
-        return
+        return False
     figure, axes = panels(len(names), 4.0, 3.4, columns=4)
     for ax, name in zip(axes, names, strict=True):
         for variant, row in table[name].items():
@@ -129,13 +131,14 @@ def plot_worst_vs_overall(table: dict[str, Rows], colors: Colors, path: Path) ->
     figure.supylabel("Δ held-out worst-group reward (sampled)")
     legend(figure, axes)
     figure.savefig(path, dpi=110)
+    return True
 
 
-def plot_regimes(table: dict[str, Rows], colors: Colors, path: Path) -> None:
+def plot_regimes(table: dict[str, Rows], colors: Colors, path: Path) -> bool:
     """Every setting's paired difference to grpo in held-out worst-group reward, each variant a dot."""
     names = compared_to_grpo(table)
     if not names:
-        return
+        return False
     figure = Figure(figsize=(8, 0.45 * len(names) + 1.8), layout="constrained")
     ax = figure.subplots()
     variants = sorted({variant for name in names for variant in table[name]} - {"grpo"}, key=list(colors).index)
@@ -152,6 +155,7 @@ def plot_regimes(table: dict[str, Rows], colors: Colors, path: Path) -> None:
     ax.grid(axis="x", alpha=0.3)
     legend(figure, [ax])
     figure.savefig(path, dpi=110)
+    return True
 
 
 def plot_group_curves(runs: dict[str, list[Run]], colors: Colors, path: Path, title: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,16 +137,15 @@ def write_report(bench_dir: Path, command: str = "") -> Path:
         "",
     ]
     task_defaults = [name for name, setting in settings.items() if setting.kind == "task"]
-    plot_headline(table, task_defaults, colors, bench_dir / "headline.png")
-    if (bench_dir / "headline.png").exists():
-        lines += ["![worst group vs grpo at each task's defaults](headline.png)", ""]
     for figure, plot, caption in (
+        ("headline.png", partial(plot_headline, tasks=task_defaults), "worst group vs grpo at each task's defaults"),
         ("worst_vs_overall.png", plot_worst_vs_overall, "worst group vs overall, paired to grpo"),
         ("regimes.png", plot_regimes, "worst group vs grpo in every setting"),
     ):
-        plot(table, colors, bench_dir / figure)
-        if (bench_dir / figure).exists():
+        if plot(table, colors=colors, path=bench_dir / figure):
             lines += [f"![{caption}]({figure})", ""]
+        else:  # nothing to compare: no figure, and none left from an earlier report
+            (bench_dir / figure).unlink(missing_ok=True)
     for task in dict.fromkeys(setting.task for setting in settings.values()):
         names = [name for name, setting in settings.items() if setting.task == task]
         figure = f"groups_{task_directory_name(task)}.png"
