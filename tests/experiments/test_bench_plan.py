@@ -81,11 +81,11 @@ def test_regime_runs_share_the_seeds_and_carry_their_settings() -> None:
     args = bench_args(variants=["grpo", "pgrpo"], regimes=["personas:G=8", "personas:anonymous"], seeds=2,
                       prompts_per_step=3, max_steps=6, train_options=json.dumps(options))  # fmt: skip
     runs = planned_runs(args)
-    anonymous = [f"runs/regimes/personas-anonymous/{v}" for v in ("grpo", "pgrpo", "pgrpo_random",
-                 "grpo_balanced_sampling", "grpo_balanced_sampling_random", "grpo_worst_group",
-                 "grpo_worst_group_random")]  # fmt: skip
-    one_seed = ["runs/matrix/personas/grpo", "runs/matrix/personas/pgrpo", "runs/regimes/personas-G_8/grpo",
-                "runs/regimes/personas-G_8/pgrpo", *anonymous]  # fmt: skip
+    labels = ("grpo", "pgrpo", "pgrpo_random", "pgrpo_balanced_sampling", "pgrpo_balanced_sampling_random")
+    g8 = [f"runs/regimes/personas-G_8/{v}" for v in labels]
+    anonymous = [f"runs/regimes/personas-anonymous/{v}" for v in
+                 (*labels, "grpo_balanced_sampling", "grpo_balanced_sampling_random")]  # fmt: skip
+    one_seed = ["runs/matrix/personas/grpo", "runs/matrix/personas/pgrpo", *g8, *anonymous]
     assert [str(run.run_dir) for run in runs] == [f"b/{d}/seed{s}" for s in (0, 1) for d in one_seed]
     by_dir = {str(run.run_dir): run.flags for run in runs}
     g8 = by_dir["b/runs/regimes/personas-G_8/pgrpo/seed1"]
@@ -127,10 +127,11 @@ def test_regimes_keep_the_earlier_sweep_and_add_the_evidence_settings() -> None:
     assert REGIMES["personas:reward-noise=0.2"].task_options == {"reward_noise": 0.2}
     assert REGIMES["personas:difficulty-gap"].task_options == {"sft_preference": [0.5] * 5 + [0.0, 0.0]}
     assert REGIMES["personas:one-persona=1%"].task_options["shares"][-1] == 0.01
-    for name in ("personas:difficulty-gap", "personas:anonymous", "personas:one-persona=1%"):
-        assert REGIMES[name].variants == ("grpo", "pgrpo", "pgrpo_random", "grpo_balanced_sampling",
-                                          "grpo_balanced_sampling_random", "grpo_worst_group",
-                                          "grpo_worst_group_random")  # fmt: skip
+    labels = ("grpo", "pgrpo", "pgrpo_random", "pgrpo_balanced_sampling", "pgrpo_balanced_sampling_random")
+    evidence = ("personas:difficulty-gap", "personas:anonymous", "personas:one-persona=1%")
+    for name, regime in REGIMES.items():  # every regime separates labels from history normalisation
+        extra = ("grpo_balanced_sampling", "grpo_balanced_sampling_random") if name in evidence else ()
+        assert regime.variants == (*labels, *extra), name
 
 
 def test_a_changed_regime_is_refused_and_its_record_kept(tmp_path: Path) -> None:

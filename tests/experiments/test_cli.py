@@ -115,7 +115,7 @@ def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path
     assert set(results) == {"personas", "personas:anonymous", "bar"}
     assert set(results["personas:anonymous"]) == set(EVIDENCE_VARIANTS)
     assert "eval worst group (sampled) - random labels" in results["personas:anonymous"]["pgrpo"]
-    assert set(results["bar"]) == {"pgrpo", "grpo_balanced_sampling", "grpo_worst_group"}  # no reference or control
+    assert set(results["bar"]) == {"pgrpo", "pgrpo_balanced_sampling", "grpo_balanced_sampling"}  # no control
     assert len(results["personas"]["pgrpo"]["per_group_eval"]) == 7
     shares = {str(info.name): info.share for info in build_task("personas").groups}  # the train-mix weights
     expected = []

@@ -19,10 +19,12 @@ preference 0.5 for every persona and prompts that name the persona.
     movielens:binary                   reward 1 for exactly one held-out title the user rated >= 4
     reviews:probability-reward         reward p(target rating) instead of the expected rating's closeness
 
-The difficulty-gap, anonymous and one-persona regimes compare EVIDENCE_VARIANTS (grpo, pgrpo and two
-group-aware options, each with its random-label control), so the report's bar can ask there whether the real
-labels matter; the others compare grpo and pgrpo. Add a regime by adding a ``Regime`` to REGIMES, a variant
-to a regime by editing its ``variants``.
+Every regime compares LABEL_VARIANTS: grpo, pgrpo, pgrpo on random labels, and the best group-aware option of
+the published bench (P-GRPO with group-balanced sampling) with its random-label control, so that each regime
+separates the effect of the labels from that of history normalisation. The difficulty-gap, anonymous and
+one-persona regimes, built to ask when the labels matter, add group-balanced sampling on GRPO's advantages
+and its control (EVIDENCE_VARIANTS). Add a regime by adding a ``Regime`` to REGIMES, a variant to a regime by
+editing its ``variants``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from typing import Any
 from pgrpo.tasks.personas import shares_with
 from pgrpo.tasks.registry import task_directory_name
 
-EVIDENCE_VARIANTS = ("grpo", "pgrpo", "pgrpo_random", "grpo_balanced_sampling", "grpo_balanced_sampling_random",
-                     "grpo_worst_group", "grpo_worst_group_random")  # fmt: skip
+LABEL_VARIANTS = ("grpo", "pgrpo", "pgrpo_random", "pgrpo_balanced_sampling", "pgrpo_balanced_sampling_random")
+EVIDENCE_VARIANTS = (*LABEL_VARIANTS, "grpo_balanced_sampling", "grpo_balanced_sampling_random")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Regime:
     name: str
     task_options: dict[str, Any] = field(default_factory=dict)
     flags: dict[str, Any] = field(default_factory=dict)
-    variants: tuple[str, ...] = ("grpo", "pgrpo")
+    variants: tuple[str, ...] = LABEL_VARIANTS
 
     @property
     def directory(self) -> str:
