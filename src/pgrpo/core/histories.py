@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 
-from pgrpo.core.segments import within_segment_rank
+from pgrpo.core.segments import segment_m2, within_segment_rank
 
 HistoryKind = Literal["cumulative", "ema", "window"]
 HISTORY_KINDS: tuple[str, ...] = ("cumulative", "ema", "window")
@@ -204,10 +204,7 @@ class CumulativeHistory(MergedHistory):
     """Every reward ever seen, with weight 1 (the paper)."""
 
     def _batch_moments(self, shifted: torch.Tensor, local: torch.Tensor, num_touched: int) -> BatchMoments:
-        count = torch.bincount(local, minlength=num_touched).to(torch.float64)
-        mean = torch.zeros(num_touched, dtype=torch.float64).index_add_(0, local, shifted) / count.clamp_min(1e-300)
-        deviation = shifted - mean.index_select(0, local)
-        m2 = torch.zeros(num_touched, dtype=torch.float64).index_add_(0, local, deviation * deviation)
+        mean, m2, count = segment_m2(shifted, local, num_touched)
         return BatchMoments(count, count, count, mean, m2, discount=1.0)
 
 
@@ -271,10 +268,7 @@ class WindowHistory(RewardHistory):
         m2 = torch.where(filled, (rows - mean[:, None]) ** 2, 0.0).sum(1)
         overflow = m[in_batch] > self.size
         if bool(overflow.any()):  # these groups: the moments of all their rewards in this batch
-            count = m.to(torch.float64)
-            batch_mean = torch.zeros_like(count).index_add_(0, local, rewards) / count.clamp_min(1)
-            deviation = rewards - batch_mean.index_select(0, local)
-            batch_m2 = torch.zeros_like(count).index_add_(0, local, deviation * deviation)
+            batch_mean, batch_m2, count = segment_m2(rewards, local, touched.numel())
             n = torch.where(overflow, count[in_batch], n)
             mean = torch.where(overflow, batch_mean[in_batch], mean)
             m2 = torch.where(overflow, batch_m2[in_batch], m2)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import torch
 
 
-def segment_moments(
-    values: torch.Tensor, index: torch.Tensor, num_segments: int, unbiased: bool = False
+def segment_m2(
+    values: torch.Tensor, index: torch.Tensor, num_segments: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean, std and count of the finite values of every segment (two-pass).
+    """Mean, sum of squared deviations from it (M2) and count of the finite values of every segment (two-pass).
 
     Args:
         values: (N,) float, NaN/inf entries are ignored.
         index: (N,) long segment of each value, in [0, num_segments).
-        unbiased: divide by n-1 instead of n.
     Returns:
-        mean, std, count: (num_segments,) each, in values' dtype; 0 where a segment has too few values.
+        mean, m2, count: (num_segments,) each, in values' dtype; 0 where a segment has no values.
     """
     valid = torch.isfinite(values)
     all_valid = bool(valid.all())
@@ -26,6 +25,15 @@ def segment_moments(
     if not all_valid:
         deviation = torch.where(valid, deviation, torch.zeros_like(x))
     m2 = torch.zeros(num_segments, dtype=values.dtype).index_add_(0, index, deviation * deviation)
+    return mean, m2, count
+
+
+def segment_moments(
+    values: torch.Tensor, index: torch.Tensor, num_segments: int, unbiased: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, std and count of the finite values of every segment (:func:`segment_m2`; ``unbiased``: divide M2 by
+    n-1 instead of n). Returns (num_segments,) tensors, 0 where a segment has too few values."""
+    mean, m2, count = segment_m2(values, index, num_segments)
     dof = count - 1 if unbiased else count
     std = torch.where(dof > 0, m2 / dof.clamp_min(1), torch.zeros_like(m2)).sqrt()
     return mean, std, count
