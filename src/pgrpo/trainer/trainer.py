@@ -31,7 +31,7 @@ from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
-from pgrpo.core import AdvantageEngine, GroupRewardTracker, segment_moments
+from pgrpo.core import AdvantageEngine, segment_moments
 from pgrpo.core.labels import GroupLabels
 from pgrpo.trainer.config import PGRPOConfig
 from pgrpo.trainer.sampler import GroupBalancedSampler
@@ -75,7 +75,7 @@ def check_group_column(dataset: Any, group_column: str, name: str) -> None:
         )
     if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         try:
-            GroupRewardTracker().encode(dataset[group_column])
+            GroupLabels().encode(dataset[group_column])
         except (TypeError, ValueError) as error:
             raise ValueError(f"{name} column {group_column!r}: {error}") from error
 
@@ -159,6 +159,7 @@ class PGRPOTrainer(GRPOTrainer):
         if tracker.num_groups > self.args.max_logged_groups:
             return
         history_std = tracker.std(self.args.unbiased_history_std)
+        loss_weights = self.advantage_engine.group_weights if self.args.group_weighting != "none" else None
         for i, index in enumerate(present.tolist()):
             label = tracker.labels[index] if index >= 0 else "unseen"
             prefix = f"group/{label}"
@@ -170,8 +171,8 @@ class PGRPOTrainer(GRPOTrainer):
                 metrics[f"{prefix}/history_mean"].append(tracker.mean[index].item())
                 metrics[f"{prefix}/history_std"].append(history_std[index].item())
                 metrics[f"{prefix}/history_count"].append(tracker.count[index].item())
-                if self.args.group_weighting != "none":
-                    metrics[f"{prefix}/loss_weight"].append(self.advantage_engine.group_weights[index].item())
+                if loss_weights is not None:
+                    metrics[f"{prefix}/loss_weight"].append(loss_weights[index].item())
 
     # --------------------------------------------------------------- sampling
     def _get_train_sampler(self, dataset=None):
