@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,23 +200,7 @@ def judge_command(args: JudgeArguments) -> int:
     """Run ``pgrpo judge`` with parsed arguments; prints the table."""
     if not (args.run_a and args.run_b):
         raise ValueError("Give two run directories: pgrpo judge RUN_A RUN_B.")
-    results = judge_runs(
-        args.run_a,
-        args.run_b,
-        num_prompts=args.num_prompts,
-        samples=args.samples,
-        judge=args.judge,
-        llm_url=args.llm_url,
-        llm_model=args.llm_model,
-        api_key_env=args.api_key_env,
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-        llm_max_tokens=args.llm_max_tokens,
-        llm_timeout=args.llm_timeout,
-        llm_max_retries=args.llm_max_retries,
-        llm_verdict=args.llm_verdict,
-        out=args.out,
-    )
+    results = judge_runs(**asdict(args))  # the arguments are judge_runs' parameters, by name
     print(format_table(results))
     if args.out:
         print(f"results: {args.out}")

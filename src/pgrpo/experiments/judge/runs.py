@@ -44,22 +44,15 @@ def same_task_spec(spec_a: dict[str, Any], spec_b: dict[str, Any], run_a: Path, 
 def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int, do_sample: bool, seed: int) -> list[str]:
     """Completions of the run's final/ policy for ``prompts`` (through its chat template if it has one; seeded)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pgrpo.models import generate_completions
+    from pgrpo.models import generate_completions, load_policy
 
-    path = run_dir / "final"
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = load_policy(None, str(run_dir / "final"))
     if torch.cuda.is_available():
         model = model.to("cuda")
     model.eval()
     chat = tokenizer.chat_template is not None  # as in training: instruct models get a user message
     torch.manual_seed(seed)
-    completions = generate_completions(
+    return generate_completions(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, chat=chat
     )
-    del model
-    return completions
