@@ -13,8 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pgrpo.experiments.bench.execution import execute
+from pgrpo.experiments.bench.execution import execute, prebuild
 from pgrpo.experiments.bench.plan import PlannedRun
+from pgrpo.experiments.labels import discovered_labels
+from pgrpo.tasks import build_task
 
 VOLATILE = ("train_seconds", "seconds_per_step", "resumed")
 
@@ -55,3 +57,27 @@ def test_a_failed_run_is_reported_with_its_log(toy_model_dir: str, tmp_path: Pat
     with pytest.raises(RuntimeError, match=r"1 run\(s\) failed; see their .log files, e.g. .*broken.log"):
         execute([broken], jobs=1)
     assert "Unknown advantage estimator 'no-such-estimator'" in (tmp_path / "broken.log").read_text()
+
+
+@pytest.mark.slow
+def test_prebuild_makes_what_the_runs_share_once_per_task_build(
+    toy_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PGRPO_CACHE", str(tmp_path / "cache"))
+    small = {"task": "personas", "task_options": json.dumps({"num_train": 140, "num_eval": 7})}
+    runs = [
+        PlannedRun(tmp_path / "a", {**small, "model_name_or_path": toy_model_dir, "group_labels": "discovered"}),
+        PlannedRun(tmp_path / "b", {**small, "model_name_or_path": toy_model_dir, "group_labels": "discovered"}),
+        PlannedRun(tmp_path / "c", {**small, "seed": 3}),  # the same task build on the tiny policy
+        PlannedRun(tmp_path / "d", {"task": "personas", "model_name_or_path": toy_model_dir}),  # needs nothing
+    ]
+    prebuild(runs)
+    printed = capsys.readouterr().out
+    assert printed.count("tiny personas policy ready") == 1 and printed.count("discovered 7 personas groups") == 1
+    cached = sorted(path.name.split("-")[0] for path in (tmp_path / "cache").iterdir())
+    assert cached == ["groups", "tiny"]  # nothing for run d's build (the default personas task)
+    (groups,) = (tmp_path / "cache").glob("groups-personas-*")
+    labels = json.loads((groups / "train_groups.json").read_text())
+    assert len(labels) == 140 and len(set(labels)) == 7
+    task = build_task("personas", num_train=140, num_eval=7)
+    assert discovered_labels(task, "group", seed=0) == labels  # a run reads the cached groups

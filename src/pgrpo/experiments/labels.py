@@ -13,17 +13,19 @@ groups, so every label source is judged by the same per-group results.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
+from collections import Counter
+from pathlib import Path
 
 from datasets import Dataset
 
-from pgrpo.models.cache import default_cache_dir, fingerprint
+from pgrpo.models.cache import build_once, default_cache_dir, fingerprint
 from pgrpo.tasks import Task
 
 LABEL_SOURCES = ("task", "random", "merged", "discovered")
 LABEL_COLUMN = "labels_{source}"
+TRAIN_GROUPS = "train_groups.json"  # the discovered groups of the train prompts, in order, beside the fitted model
 
 
 def random_labels(labels: list, seed: int) -> list:
@@ -35,25 +37,28 @@ def random_labels(labels: list, seed: int) -> list:
 
 def merged_labels(labels: list) -> list[str]:
     """Each label replaced by its size-rank pair: ranks 0+1 -> "a|b", 2+3 -> "c|d", ... (ties by first appearance)."""
-    by_size = sorted(dict.fromkeys(labels), key=lambda label: -labels.count(label))
+    by_size = [label for label, _ in Counter(labels).most_common()]
     pairs = [by_size[i : i + 2] for i in range(0, len(by_size), 2)]
     names = {label: "|".join(map(str, pair)) for pair in pairs for label in pair}
     return [names[label] for label in labels]
 
 
 def discovered_labels(task: Task, group_column: str, seed: int) -> list[int]:
-    """k-means groups of the train prompts' text, k = the number of task groups (cached per task text and k)."""
+    """k-means groups of the train prompts' text, k = the number of task groups (cached per task text and k: the
+    fitted model and the train prompts' groups, so a cached call embeds nothing)."""
     from pgrpo.groups import GroupDiscovery
 
     prompts = list(task.train_dataset["prompt"])
     k = len(set(task.train_dataset[group_column]))
-    key = fingerprint({"prompts": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(), "k": k, "seed": seed})
-    directory = default_cache_dir() / f"groups-{task.name}-{key}"
-    if (directory / "groups.json").is_file():
-        return GroupDiscovery.load(directory).assign(task.train_dataset).tolist()
-    discovery = GroupDiscovery("prompt", "text", num_groups=k, seed=seed).fit(task.train_dataset)
-    discovery.save(directory, overwrite=True)
-    return discovery.train_groups.tolist()
+
+    def fit(directory: Path) -> None:
+        discovery = GroupDiscovery("prompt", "text", num_groups=k, seed=seed).fit(task.train_dataset)
+        discovery.save(directory)
+        (directory / TRAIN_GROUPS).write_text(json.dumps(discovery.train_groups.tolist()))
+
+    key = fingerprint({"prompts": fingerprint(prompts), "k": k, "seed": seed})
+    directory = build_once(default_cache_dir() / f"groups-{task.name}-{key}", fit)
+    return json.loads((directory / TRAIN_GROUPS).read_text())
 
 
 def with_labels(task: Task, source: str, group_column: str, seed: int) -> tuple[Dataset, str]:

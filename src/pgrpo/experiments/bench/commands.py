@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pgrpo.cli import Command
-from pgrpo.experiments.bench.execution import execute, prebuild_discovered_labels, prebuild_policies
+from pgrpo.experiments.bench.execution import execute, prebuild
 from pgrpo.experiments.bench.plan import NO_REGIMES, BenchArguments, planned_runs, record_regimes, task_builds
 from pgrpo.experiments.bench.report import write_report
 from pgrpo.experiments.bench.statistics import OVERALL, WORST, collect, summarize
@@ -33,14 +32,12 @@ def command_line(prog: str, args: Any) -> str:
 def run_bench(args: BenchArguments, command: str) -> Path:
     """Plan (every check before any run), build tiny policies, run what is unfinished, write the report."""
     runs = planned_runs(args)
-    builds = task_builds(runs)
+    task_builds(runs)  # every task build's options are checked before anything is written
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record_regimes(args)
     start = time.perf_counter()
-    if json.loads(args.train_options).get("model_name_or_path", "tiny") == "tiny":
-        prebuild_policies(builds)
-    prebuild_discovered_labels(task_builds([run for run in runs if run.flags.get("group_labels") == "discovered"]))
+    prebuild(runs)
     execute(runs, args.jobs or os.cpu_count() or 1)
     (out / "wall_time.txt").write_text(f"{time.perf_counter() - start:.0f} s for the runs executed by the last call\n")
     return write_report(out, command)

@@ -6,8 +6,8 @@ seeds everything it draws from the run's own seeds, and every run builds its tas
 do not depend on which worker ran it or what ran before. Starting a process per run would cost ~8 s of
 imports each. A run whose ``summary.json`` exists is finished and skipped; any other resumes from its last
 checkpoint (``pgrpo train`` does that), so a bench started again continues where it stopped. Each run's
-output goes to ``<run_dir>.log``. The tiny policies are built before the pool starts, once per task build,
-so that parallel runs find them cached instead of each building its own.
+output goes to ``<run_dir>.log``. The tiny policies and discovered labels are built before the pool starts, once
+per task build, so that parallel runs find them cached instead of each building its own.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
 
 from tqdm.auto import tqdm
 
-from pgrpo.experiments.bench.plan import PlannedRun
+from pgrpo.experiments.bench.plan import PlannedRun, task_builds
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -81,27 +80,25 @@ def run_in_worker(run_dir: str, argv: list[str]) -> tuple[str, bool]:
     return run_dir, ok
 
 
-def prebuild_policies(builds: list[tuple[str, dict[str, Any], int]]) -> None:
-    """Build (or find cached) the tiny policy of each task build (task, options, task seed)."""
+def prebuild(runs: list[PlannedRun]) -> None:
+    """Build each task build once, before parallel runs would each do it, and with it what its runs need that is
+    cached across runs: the tiny policy (runs on ``model_name_or_path`` tiny) and the discovered labels (runs on
+    ``group_labels`` discovered)."""
+    from pgrpo.experiments.labels import discovered_labels
     from pgrpo.models import policy_path
     from pgrpo.tasks import build_task
 
-    done = set()
-    for task, options, seed in builds:
-        start = time.perf_counter()
-        path = policy_path(build_task(task, seed=seed, **options), "tiny")
-        if path not in done:
-            print(f"tiny {task} policy ready in {time.perf_counter() - start:.0f} s: {path}")
-            done.add(path)
-
-
-def prebuild_discovered_labels(builds: list[tuple[str, dict[str, Any], int]]) -> None:
-    """Cluster the prompts of each task build once (cached), before parallel runs would each do it."""
-    from pgrpo.experiments.labels import discovered_labels
-    from pgrpo.tasks import build_task
-
-    for task, options, seed in builds:
+    tiny = task_builds([run for run in runs if run.flags.get("model_name_or_path", "tiny") == "tiny"])
+    discovered = task_builds([run for run in runs if run.flags.get("group_labels") == "discovered"])
+    policies = set()
+    for build in [*tiny, *(build for build in discovered if build not in tiny)]:
+        task, options, seed = build
         start = time.perf_counter()
         built = build_task(task, seed=seed, **options)
-        groups = len(set(discovered_labels(built, built.group_column, seed=0)))
-        print(f"discovered {groups} {task} groups in {time.perf_counter() - start:.0f} s")
+        if build in tiny and (path := policy_path(built, "tiny")) not in policies:
+            print(f"tiny {task} policy ready in {time.perf_counter() - start:.0f} s: {path}")
+            policies.add(path)
+        if build in discovered:
+            start = time.perf_counter()
+            groups = len(set(discovered_labels(built, built.group_column, seed=0)))
+            print(f"discovered {groups} {task} groups in {time.perf_counter() - start:.0f} s")

@@ -111,7 +111,7 @@ def train_options(args: BenchArguments, regimes: list[Regime]) -> dict[str, Any]
     task_options = options.get("task_options", {})
     task_options = json.loads(task_options) if isinstance(task_options, str) else task_options
     running = dict.fromkeys([*args.variants, *(name for regime in regimes for name in regime.variants)])
-    variants = {name: variant_flags(name) for name in running}  # only the variants that run can clash
+    variants = {name: variant_flags(name) for name in running}  # an unknown name fails here; only these can clash
     for key in [key for key in options if key != "task_options"]:
         if key in BENCH_SETS:
             raise ValueError(f"--train_options sets {key!r}, which the bench sets for all runs; use {BENCH_SETS[key]}.")
@@ -170,8 +170,6 @@ def planned_runs(args: BenchArguments) -> list[PlannedRun]:
     regimes = selected_regimes(args)
     for regime in regimes:
         check_regime(regime)
-    for variant in args.variants:
-        variant_flags(variant)  # an unknown name fails here
     options = train_options(args, regimes)
     root = Path(args.out) / "runs"
     runs = []
