@@ -10,7 +10,7 @@ import pandas as pd
 from datasets import Dataset
 
 from pgrpo.tasks.base import Task, register_task
-from pgrpo.tasks.reviews.data import RATINGS, load_reviews, truncate_review, words
+from pgrpo.tasks.reviews.data import RATINGS, truncate_review, words
 from pgrpo.tasks.reviews.rating_model import rating_model
 from pgrpo.tasks.reviews.reward import SCORES, make_reward
 
@@ -48,7 +48,7 @@ def build(
         raise ValueError(f"Unknown score {score!r}; choose one of {', '.join(SCORES)}.")
     source = None if path is None else str(path)
     model = rating_model(source, seed, test_fraction, category_field)
-    frame = load_reviews(source, category_field)
+    frame = model.reviews  # the table the model was made from, parsed once per process
     rng = np.random.default_rng(seed)
 
     def draw(index: np.ndarray, n: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -25,7 +26,8 @@ from pgrpo.tasks.reviews.data import RATINGS, load_reviews, words
 class RatingModel:
     """TF-IDF + logistic regression over star ratings, with its held-out metrics and word list.
 
-    ``train_index`` / ``test_index`` are the rows of ``load_reviews(...)`` it was fitted and scored on.
+    ``reviews`` is the ``load_reviews(...)`` table it was made from (shared by every task built on this model:
+    read it, never change it); ``train_index`` / ``test_index`` are its rows the model was fitted and scored on.
     """
 
     vectorizer: TfidfVectorizer
@@ -33,6 +35,7 @@ class RatingModel:
     known_words: frozenset[str]
     accuracy: float
     macro_f1: float
+    reviews: pd.DataFrame
     train_index: np.ndarray
     test_index: np.ndarray
 
@@ -72,6 +75,7 @@ def rating_model(
         known_words=frozenset(word for word, count in word_counts.items() if count >= 2),
         accuracy=float(accuracy_score(test["rating"], predicted)),
         macro_f1=float(f1_score(test["rating"], predicted, average="macro")),
+        reviews=frame,
         train_index=np.sort(train_index),
         test_index=np.sort(test_index),
     )
