@@ -46,6 +46,13 @@ class MetricsLog(TrainerCallback):
             f.write(json.dumps(entry, default=float) + "\n")
 
 
+def task_build(config: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
+    """(task, task options, task seed) of a run's loaded config.yaml: what fixes its prompts and held-out set."""
+    run = config["run"]
+    options = run["task_options"]
+    return run["task"], json.loads(options) if isinstance(options, str) else dict(options), int(run["task_seed"])
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Training log lines of a run, one per step (the last written wins after a resume)."""
     by_step: dict[int, dict[str, Any]] = {}

@@ -27,7 +27,7 @@ import yaml
 from scipy import stats
 
 from pgrpo.experiments.bench.variants import RANDOM_SUFFIX
-from pgrpo.experiments.runs import read_metrics
+from pgrpo.experiments.runs import read_metrics, task_build
 
 Run = dict[str, Any]  # a run's summary.json plus its training curves (load_run)
 Interval = tuple[float, float]  # (mean, 95% half-width)
@@ -71,12 +71,10 @@ def train_shares(run_dir: Path, cache: dict[str, dict[str, float]]) -> dict[str,
 
     if not (run_dir / "config.yaml").is_file():
         return {}
-    run = yaml.safe_load((run_dir / "config.yaml").read_text())["run"]
-    key = json.dumps([run["task"], run["task_seed"], run["task_options"]])
+    task, options, seed = task_build(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    key = json.dumps([task, options, seed], sort_keys=True)
     if key not in cache:
-        options = json.loads(run["task_options"]) if isinstance(run["task_options"], str) else run["task_options"]
-        task = build_task(run["task"], seed=run["task_seed"], **options)
-        cache[key] = {str(info.name): info.share for info in task.groups}
+        cache[key] = {str(info.name): info.share for info in build_task(task, seed=seed, **options).groups}
     return cache[key]
 
 

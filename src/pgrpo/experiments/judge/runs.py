@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pgrpo.experiments.runs import task_build
 
 TASK_KEYS = ("task", "task_options", "task_seed")  # what fixes the held-out prompts
 
@@ -18,15 +19,13 @@ def run_task_spec(run_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{run_dir} is not a pgrpo run directory (no config.yaml).")
     if not (run_dir / "final").is_dir():
         raise FileNotFoundError(f"{run_dir} has no final/ policy; the run has not finished training.")
-    config = yaml.safe_load(config_path.read_text()) or {}
-    run = config.get("run", {})
-    options = run.get("task_options", "{}")
-    options = json.loads(options) if isinstance(options, str) else dict(options or {})
+    config = yaml.safe_load(config_path.read_text())
+    task, options, seed = task_build(config)
     return {
-        "task": run.get("task", "personas"),
+        "task": task,
         "task_options": options,
-        "task_seed": int(run.get("task_seed", 0)),
-        "max_completion_length": config.get("trainer", {}).get("max_completion_length"),
+        "task_seed": seed,
+        "max_completion_length": config["trainer"].get("max_completion_length"),
     }
 
 
