@@ -96,7 +96,8 @@ def check_options(source: TaskSource, options: dict[str, Any]) -> None:
     """Raise a ValueError naming the fix if ``options`` has unknown keys or lacks a required option."""
     names = [option.name for option in source.options]
     valid = ", ".join(f"{option.name}={option.default_text()}" for option in source.options) or "none"
-    if unknown := [name for name in options if name not in names and not accepts_any_keyword(source.builder)]:
+    unknown = [] if accepts_any_keyword(source.builder) else [name for name in options if name not in names]
+    if unknown:
         guesses = {name: difflib.get_close_matches(name, names, 1) for name in unknown}
         problem = "Unknown option(s) " + ", ".join(
             repr(name) + (f" (did you mean {guess[0]!r}?)" if guess else "") for name, guess in guesses.items()
