@@ -8,6 +8,14 @@ import torch
 from trl import GRPOConfig
 
 from pgrpo.core import ESTIMATORS, HISTORY_KINDS, UPDATE_ORDERS, WEIGHTINGS, EngineOptions
+from pgrpo.core.conditioning import (
+    CONDITIONINGS,
+    DEFAULT_TEMPLATE,
+    PromptConditioning,
+    read_descriptions,
+    uses_prompt,
+    validate_conditioning,
+)
 from pgrpo.core.sampling import validate_alpha
 
 
@@ -88,6 +96,31 @@ class PGRPOConfig(GRPOConfig):
     group_weight_ceiling: float = field(
         default=5.0, metadata={"help": "worst_group: highest weight of a group, >= 1 (before normalization)."}
     )
+    group_conditioning: str = field(
+        default="none",
+        metadata={
+            "help": f"Tell the policy whom it serves: one of {', '.join(CONDITIONINGS)} (prompt: each group's "
+            "description in its prompts, a system message for chat prompts; adapter: a LoRA adapter per group on the "
+            "shared weights, each completion routed through its group's adapter)."
+        },
+    )
+    group_prompt_template: str = field(
+        default=DEFAULT_TEMPLATE,
+        metadata={"help": "prompt conditioning: the text a group's prompts get, with {group} and/or {description}."},
+    )
+    group_descriptions: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "prompt conditioning: each group's description, as a JSON object or a .json/.yaml file "
+            "({label: text}); a group without one is described by its label."
+        },
+    )
+    group_adapter_r: int = field(
+        default=8, metadata={"help": "adapter conditioning: LoRA rank of each group's adapter."}
+    )
+    group_adapter_alpha: int = field(
+        default=16, metadata={"help": "adapter conditioning: LoRA alpha of each group's adapter."}
+    )
     max_logged_groups: int = field(
         default=32,
         metadata={"help": "Log per-group metrics while a run has at most this many groups (0 disables them)."},
@@ -117,6 +150,9 @@ class PGRPOConfig(GRPOConfig):
         if self.max_logged_groups < 0:
             raise ValueError(f"max_logged_groups must be >= 0, got {self.max_logged_groups}.")
         validate_alpha(self.group_sampling_alpha)
+        validate_conditioning(self.group_conditioning)
+        self.group_descriptions = read_descriptions(self.group_descriptions) or None
+        self.prompt_conditioning()  # validates the template
         self.engine_options()  # validates every engine option with a clear error
 
     def resolve_device_defaults(self) -> None:
@@ -126,6 +162,12 @@ class PGRPOConfig(GRPOConfig):
             self.bf16 = gpu and not self.fp16 and torch.cuda.is_bf16_supported()
         if self.gradient_checkpointing is None and self.activation_checkpointing is None:
             self.activation_checkpointing = gpu
+
+    def prompt_conditioning(self) -> PromptConditioning | None:
+        """The prompt text of each group, or None without prompt conditioning."""
+        if not uses_prompt(self.group_conditioning):
+            return None
+        return PromptConditioning(self.group_prompt_template, self.group_descriptions or {})
 
     def engine_options(self) -> EngineOptions:
         """The advantage-engine options this config describes."""

@@ -32,6 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from pgrpo.core import AdvantageEngine, segment_moments
+from pgrpo.core.conditioning import PromptConditioning, uses_adapter
 from pgrpo.core.labels import GroupLabels
 from pgrpo.trainer.config import PGRPOConfig
 from pgrpo.trainer.sampler import GroupBalancedSampler
@@ -96,6 +97,14 @@ class PGRPOTrainer(GRPOTrainer):
             for label, dataset in named:
                 if dataset is not None:
                     check_group_column(dataset, args.group_column, label)
+            if (conditioning := args.prompt_conditioning()) is not None and datasets is not None:
+                kwargs[name] = (
+                    {label: condition_prompts(d, conditioning, args.group_column) for label, d in named}
+                    if isinstance(datasets, dict)
+                    else condition_prompts(datasets, conditioning, args.group_column)
+                )
+        if uses_adapter(args.group_conditioning):
+            raise NotImplementedError("group_conditioning='adapter' is not available yet.")
         super().__init__(model, reward_funcs, args, **kwargs)
         self.advantage_engine = AdvantageEngine(args.engine_options(), group_column=args.group_column)
         tied = getattr(self.model, "all_tied_weights_keys", None) if isinstance(self.model, PreTrainedModel) else None
@@ -212,6 +221,11 @@ class PGRPOTrainer(GRPOTrainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             load_group_stats(self.advantage_engine, Path(checkpoint) / STATS_FILE, self.args.group_sampling_alpha)
+
+
+def condition_prompts(dataset: Any, conditioning: PromptConditioning, group_column: str) -> Any:
+    """``dataset`` with every prompt conditioned on its row's group by ``conditioning``."""
+    return dataset.map(lambda row: {"prompt": conditioning.apply(row["prompt"], row[group_column])})
 
 
 def zero_advantage_fraction(advantages: torch.Tensor, prompt_index: torch.Tensor) -> float:

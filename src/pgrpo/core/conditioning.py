@@ -1,0 +1,119 @@
+"""Group conditioning: telling the policy whom it serves, so that one policy can behave differently per group.
+
+Two mechanisms (``PGRPOConfig.group_conditioning``), combinable:
+
+* ``prompt``: every prompt of group g gets the text ``template.format(group=g, description=d_g)`` (``d_g`` the
+  group's description, by default its label), the same way in training, evaluation and inference. A plain-text
+  prompt ``x`` becomes ``"<text> x"``; a conversational prompt (a list of ``{"role", "content"}`` messages) gets
+  the text as its system message (prepended to an existing system message).
+* ``adapter``: a LoRA adapter per group on the shared weights, each completion routed through its own group's
+  adapter (``pgrpo.trainer.adapters``); a group without an adapter uses the shared weights alone.
+
+This module is the pure part of the prompt mechanism: no TRL, no tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONDITIONINGS: tuple[str, ...] = ("none", "prompt", "adapter", "prompt+adapter")
+DEFAULT_TEMPLATE = "User group: {description}."
+TEMPLATE_FIELDS = {"group", "description"}
+Prompt = str | list[dict[str, Any]]
+
+
+def uses_prompt(conditioning: str) -> bool:
+    """Whether ``conditioning`` (one of :data:`CONDITIONINGS`) puts the group into the prompt."""
+    return "prompt" in conditioning.split("+")
+
+
+def uses_adapter(conditioning: str) -> bool:
+    """Whether ``conditioning`` routes each completion through its group's adapter."""
+    return "adapter" in conditioning.split("+")
+
+
+def validate_conditioning(conditioning: str) -> None:
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(
+            f"Unknown group_conditioning {conditioning!r}; choose one of {', '.join(CONDITIONINGS)} (prompt: the "
+            "group's description in every prompt; adapter: a LoRA adapter per group)."
+        )
+
+
+def validate_template(template: str) -> None:
+    """A template must name ``{group}`` or ``{description}`` and nothing else."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise ValueError(f"group_prompt_template {template!r} is not a valid format string: {error}.") from error
+    if unknown := sorted(names - TEMPLATE_FIELDS):
+        raise ValueError(
+            f"group_prompt_template {template!r} names {unknown}; it may use only {{group}} (the label) and "
+            "{description} (the group's description), e.g. 'User group: {description}.'"
+        )
+    if not names:
+        raise ValueError(
+            f"group_prompt_template {template!r} names neither {{group}} nor {{description}}, so every group would "
+            "get the same text; e.g. 'User group: {description}.'"
+        )
+
+
+def read_descriptions(value: Mapping[Any, str] | str | None) -> dict[str, str]:
+    """Group descriptions {str(label): text} from a mapping, a JSON object text, or a .json/.yaml file path."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise ValueError(
+                    f"group_descriptions {value!r} is neither a JSON object nor an existing .json/.yaml file; give "
+                    'e.g. \'{"eleanor": "a retired judge who loves classical music"}\'.'
+                )
+            text = path.read_text()
+        try:
+            value = yaml.safe_load(text)  # YAML is a superset of JSON
+        except yaml.YAMLError as error:
+            raise ValueError(f"group_descriptions could not be read as JSON or YAML: {error}") from error
+    if not isinstance(value, Mapping) or not all(isinstance(text, str) for text in value.values()):
+        raise ValueError(
+            f"group_descriptions must map each group label to a text, got {value!r}; e.g. {{'a': 'wants calm music'}}."
+        )
+    return {str(label): text for label, text in value.items()}
+
+
+@dataclass(frozen=True)
+class PromptConditioning:
+    """The text each group's prompts get (module docstring); labels are compared as ``str``."""
+
+    template: str = DEFAULT_TEMPLATE
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_template(self.template)
+
+    def text(self, label: Any) -> str:
+        """``template`` filled with the label and its description (the label itself when it has none)."""
+        return self.template.format(group=label, description=self.descriptions.get(str(label), str(label)))
+
+    def apply(self, prompt: Prompt, label: Any) -> Prompt:
+        """``prompt`` of a user of group ``label``: text prefixed, or the text as (the start of) the system message."""
+        text = self.text(label)
+        if isinstance(prompt, str):
+            return f"{text} {prompt}"
+        messages = [dict(message) for message in prompt]
+        if messages and messages[0].get("role") == "system":
+            messages[0]["content"] = f"{text} {messages[0]['content']}"
+            return messages
+        return [{"role": "system", "content": text}, *messages]
+
+    def to_json(self) -> str:
+        return json.dumps({"template": self.template, "descriptions": dict(self.descriptions)}, sort_keys=True)
