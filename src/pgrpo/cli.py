@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the experiment matrix: tasks x variants x seeds, then the report",
     ),
     "report": ("pgrpo.experiments.bench.commands:REPORT", "tables, figures and results.json of a bench directory"),
+    "generate": ("pgrpo.experiments.generate:GENERATE", "a finished run's answers for a user of a given group"),
     "judge": ("pgrpo.experiments.judge.command:JUDGE", "per-group win rate of one run's policy over another's"),
     "groups": (
         "pgrpo.groups.command:GROUPS",

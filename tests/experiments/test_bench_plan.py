@@ -11,14 +11,14 @@ import pytest
 
 from pgrpo.cli import main
 from pgrpo.experiments.bench.plan import BenchArguments, planned_runs, record_regimes
-from pgrpo.experiments.bench.regimes import REGIMES
-from pgrpo.experiments.bench.variants import VARIANTS, variant_flags
+from pgrpo.experiments.bench.regimes import PERSONALIZATION_REGIMES, REGIMES
+from pgrpo.experiments.bench.variants import PERSONALIZATION_VARIANTS, VARIANTS, variant_flags
 from pgrpo.tasks.registry import check_options, find_task
 
 
 def bench_args(**changes) -> BenchArguments:
     return BenchArguments(**{"out": "b", "tasks": ["personas"], "variants": ["grpo"], "regimes": ["none"], "seeds": 1,
-                             **changes})  # fmt: skip
+                             "specialist_seeds": 0, **changes})  # fmt: skip
 
 
 BENCH_KEYS = {  # flag the bench sets -> what the error must point to
@@ -83,8 +83,7 @@ def test_regime_runs_share_the_seeds_and_carry_their_settings() -> None:
     runs = planned_runs(args)
     labels = ("grpo", "pgrpo", "pgrpo_random", "pgrpo_balanced_sampling", "pgrpo_balanced_sampling_random")
     g8 = [f"runs/regimes/personas-G_8/{v}" for v in labels]
-    anonymous = [f"runs/regimes/personas-anonymous/{v}" for v in
-                 (*labels, "grpo_balanced_sampling", "grpo_balanced_sampling_random")]  # fmt: skip
+    anonymous = [f"runs/regimes/personas-anonymous/{v}" for v in PERSONALIZATION_VARIANTS]
     one_seed = ["runs/matrix/personas/grpo", "runs/matrix/personas/pgrpo", *g8, *anonymous]
     assert [str(run.run_dir) for run in runs] == [f"b/{d}/seed{s}" for s in (0, 1) for d in one_seed]
     by_dir = {str(run.run_dir): run.flags for run in runs}
@@ -92,10 +91,14 @@ def test_regime_runs_share_the_seeds_and_carry_their_settings() -> None:
     assert (g8["num_generations"], g8["per_device_train_batch_size"], g8["seed"]) == (8, 24, 1)
     assert (g8["estimator"], g8["learning_rate"], g8["model_name_or_path"]) == ("pgrpo", 0.01, "m")
     assert json.loads(g8["task_options"]) == {"num_train": 700}
-    control = by_dir["b/runs/regimes/personas-anonymous/pgrpo_random/seed0"]
+    control = by_dir["b/runs/regimes/personas-anonymous/pgrpo_prompt_random/seed0"]
     assert json.loads(control["task_options"]) == {"num_train": 700, "anonymous": True}
     assert (control["num_generations"], control["per_device_train_batch_size"], control["save_steps"]) == (4, 12, 3)
-    assert (control["estimator"], control["group_labels"]) == ("pgrpo", "random")
+    assert (control["estimator"], control["group_labels"], control["group_conditioning"]) == (
+        "pgrpo",
+        "random",
+        "prompt",
+    )
     argv = runs[0].argv()
     assert argv[:2] == ["--run_dir", "b/runs/matrix/personas/grpo/seed0"]
     assert argv[argv.index("--disable_tqdm") + 1] == "true"
@@ -128,10 +131,27 @@ def test_regimes_keep_the_earlier_sweep_and_add_the_evidence_settings() -> None:
     assert REGIMES["personas:difficulty-gap"].task_options == {"sft_preference": [0.5] * 5 + [0.0, 0.0]}
     assert REGIMES["personas:one-persona=1%"].task_options["shares"][-1] == 0.01
     labels = ("grpo", "pgrpo", "pgrpo_random", "pgrpo_balanced_sampling", "pgrpo_balanced_sampling_random")
-    evidence = ("personas:difficulty-gap", "personas:anonymous", "personas:one-persona=1%")
+    evidence = ("personas:difficulty-gap", "personas:one-persona=1%")
     for name, regime in REGIMES.items():  # every regime separates labels from history normalisation
+        if name in PERSONALIZATION_REGIMES:  # ... and the personalization regimes compare group conditioning too
+            assert {"grpo", "pgrpo", "pgrpo_balanced_sampling", "grpo_prompt_random"} <= set(regime.variants), name
+            continue
         extra = ("grpo_balanced_sampling", "grpo_balanced_sampling_random") if name in evidence else ()
         assert regime.variants == (*labels, *extra), name
+    assert REGIMES["personas:two-users-90-10"].task_options == {"shares": [0.9, 0, 0, 0, 0, 0, 0.1]}
+
+
+def test_specialists_run_for_every_group_of_every_setting_on_their_own_seeds() -> None:
+    args = bench_args(tasks=["reviews"], regimes=["personas:two-users-90-10"], seeds=2, specialist_seeds=1)
+    runs = {str(run.run_dir): run.flags for run in planned_runs(args)}
+    specialists = sorted(name for name in runs if "/specialist_" in name)
+    assert specialists == sorted(
+        [f"b/runs/matrix/reviews/specialist_{rating}/seed0" for rating in range(1, 6)]
+        + [f"b/runs/regimes/personas-two-users-90-10/specialist_{name}/seed0" for name in ("eleanor", "kemar")]
+    )  # one seed: seed 1 has none
+    kemar = runs["b/runs/regimes/personas-two-users-90-10/specialist_kemar/seed0"]
+    grpo = runs["b/runs/regimes/personas-two-users-90-10/grpo/seed0"]
+    assert kemar == {**grpo, "train_group": "kemar"}  # grpo's flags, on kemar's prompts alone
 
 
 def test_a_changed_regime_is_refused_and_its_record_kept(tmp_path: Path) -> None:

@@ -22,28 +22,41 @@ from pgrpo.experiments.bench.statistics import collect, interval, smooth, steps_
 SEEDS = (0, 1, 2)
 NOISE = np.array([0.0, 0.01, -0.01])  # per seed: intervals are tight but not zero-width
 # setting -> (task, regime flags, None for the task's defaults, or "sweep" for a bench made before regimes)
-SETTINGS = {"a": ("a", None), "a:hard": ("a", {"flag": 1}), "b": ("b", None), "sweep: G=2": ("a", "sweep")}
-# variant -> setting -> (Δ overall, Δ worst) added to grpo's on every seed
+ANONYMOUS = "personas:anonymous"
+SETTINGS = {"a": ("a", None), "a:hard": ("a", {"flag": 1}), "b": ("b", None), ANONYMOUS: ("a", {"anonymous": 1}),
+            "sweep: G=2": ("a", "sweep")}  # fmt: skip
+# variant -> setting -> (Δ overall, Δ worst) added to grpo's on every seed. Groups g1 (worst, train share 0.2) and
+# g2 (0.8); the per-group rewards are g1 = worst, g2 = 2 overall - worst, so Δ g2 = 2 Δ overall - Δ worst, and the
+# train-mix reward moves by 0.2 Δ g1 + 0.8 Δ g2. Specialists: g1's is 0.2 above grpo's g1, g2's equals grpo's g2.
+SERVES = (0.08, 0.16)  # worst +0.16, g2 unchanged: train mix +0.032, largest gap 0.04
 EFFECTS = {
-    "good": {"a": (0.02, 0.10), "a:hard": (0.0, 0.0), "b": (0.02, 0.10)},  # clears the bar (tasks a, b)
-    "good_random": {"a": (0.0, 0.0), "a:hard": (0.0, 0.0), "b": (0.0, 0.0)},
-    "costly": {"a": (-0.10, 0.10), "b": (-0.10, 0.10)},  # worst group up, overall significantly down
-    "lucky": {"a": (0.0, 0.10), "a:hard": (0.0, 0.10), "b": (0.0, 0.0), "sweep: G=2": (0.0, 0.0)},  # one task
+    "good": {"a": SERVES, "a:hard": (0.0, 0.0), "b": SERVES, ANONYMOUS: SERVES},  # clears the bar
+    "good_random": {"a": (0.0, 0.0), "a:hard": (0.0, 0.0), "b": (0.0, 0.0), ANONYMOUS: (0.0, 0.0)},
+    "costly": {"a": (0.0, 0.10), "b": (0.0, 0.10), ANONYMOUS: (0.0, 0.10)},  # g2 pays: train mix -0.06, gap 0.10
+    "gappy": {"a": (0.05, 0.10), "b": (0.05, 0.10), ANONYMOUS: (0.05, 0.10)},  # g1's gap stays 0.10
+    "lucky": {"a": SERVES, "a:hard": SERVES, "b": (0.0, 0.0), ANONYMOUS: SERVES, "sweep: G=2": (0.0, 0.0)},
     "lucky_random": {"a": (0.0, 0.0), "a:hard": (0.0, 0.0)},
-    "labelfree": {"a": (0.0, 0.10), "b": (0.0, 0.10)},  # its random-label control does as well
-    "labelfree_random": {"a": (0.0, 0.10), "b": (0.0, 0.10)},
+    "labelfree": {"a": SERVES, "b": SERVES, ANONYMOUS: SERVES},  # its random-label control does as well
+    "labelfree_random": {"a": SERVES, "b": SERVES, ANONYMOUS: SERVES},
+    "named_only": {"a": SERVES, "b": SERVES, ANONYMOUS: (0.0, 0.0)},  # fails users the prompt does not tell apart
+    "named_only_random": {"a": (0.0, 0.0), "b": (0.0, 0.0)},
 }
+SPECIALIST_GAIN = {"g1": 0.2, "g2": 0.0}
+TRAIN_SHARES = {"g1": 0.2, "g2": 0.8}
 
 
 def grpo_rewards(seed: int) -> tuple[float, float]:
     return 0.5 + 0.05 * seed, 0.2 + 0.03 * seed  # overall, worst group: seeds differ, pairing removes it
 
 
-def write_run(run_dir: Path, task: str, variant: str, seed: int, overall: float, worst: float) -> None:
+def write_run(
+    run_dir: Path, task: str, variant: str, seed: int, overall: float, worst: float, per_group: dict | None = None
+) -> None:
     run_dir.mkdir(parents=True)
+    per_group = per_group or {"g1": worst, "g2": 2 * overall - worst}
     evaluation = {"reward_sampled": overall, "worst_group_sampled": worst, "reward_greedy": overall,
-                  "per_group_sampled": {"g1": worst, "g2": 2 * overall - worst},
-                  "per_group_prompts": {"g1": 30, "g2": 30}, "kl_to_initial": 0.1, "perplexity": 9.0}  # fmt: skip
+                  "per_group_sampled": per_group, "per_group_prompts": dict.fromkeys(per_group, 30),
+                  "train_shares": TRAIN_SHARES, "kl_to_initial": 0.1, "perplexity": 9.0}  # fmt: skip
     summary = {"task": task, "estimator": variant, "group_labels": "random" if "random" in variant else "task",
                "seed": seed, "eval": evaluation, "final_train_reward": overall, "seconds_per_step": 0.1}  # fmt: skip
     (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -73,6 +86,11 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     d_overall, d_worst = effects[setting]
                     write_run(base / variant / f"seed{seed}", task, variant, seed, overall + d_overall + NOISE[seed],
                               worst + d_worst + NOISE[seed])  # fmt: skip
+            grpo_groups = {"g1": worst, "g2": 2 * overall - worst}
+            for group, gain in SPECIALIST_GAIN.items():
+                reward = grpo_groups[group] + gain + NOISE[seed]
+                write_run(base / f"specialist_{group}" / f"seed{seed}", task, "grpo", seed, reward, reward,
+                          {group: reward})  # fmt: skip
     return root
 
 
@@ -113,34 +131,62 @@ def test_differences_pair_the_same_seed_and_skip_unpaired_ones() -> None:
     assert "eval reward (sampled) - random labels" not in table["grpo"]
 
 
-def test_the_bar_passes_only_the_variant_that_earns_it(bench_dir: Path) -> None:
+def test_the_bar_passes_only_the_variant_that_personalizes_without_a_trade_off(bench_dir: Path) -> None:
     settings = collect(bench_dir / "runs")
     assert {name: (s.task, s.kind) for name, s in settings.items()} == {
-        "a": ("a", "task"), "a:hard": ("a", "regime"), "b": ("b", "task"), "sweep: G=2": ("a", "sweep")
+        "a": ("a", "task"), "a:hard": ("a", "regime"), "b": ("b", "task"), ANONYMOUS: ("a", "regime"),
+        "sweep: G=2": ("a", "sweep"),
     }  # fmt: skip
     verdicts = bar(summarize({name: s.runs for name, s in settings.items()}), settings)
-    assert set(verdicts) == {"good", "costly", "lucky", "labelfree"}  # grpo and the controls are no candidates
-    assert verdicts["good"]["beats grpo"] == ["a", "b"] and verdicts["good"]["beats random labels"] == ["a", "b"]
-    assert verdicts["good"]["met"]
-    assert verdicts["costly"]["beats grpo"] == [] and not verdicts["costly"]["met"]
-    assert verdicts["lucky"]["beats grpo"] == ["a"] and verdicts["lucky"]["beats random labels"] == ["a"]
-    assert verdicts["lucky"]["regimes beating random labels"] == ["a:hard"]
+    # grpo, the random-label controls and the specialists are no candidates
+    assert set(verdicts) == {"good", "costly", "gappy", "lucky", "labelfree", "named_only"}
+    assert verdicts["good"]["tasks served"] == ["a", "b"] and verdicts["good"]["anonymous served"]
+    assert verdicts["good"]["beats random labels"] == ["a", "b"] and verdicts["good"]["met"]
+    costly = verdicts["costly"]["conditions"]["a"]
+    assert costly == {"worst group > grpo": True, "train mix not lower": False, "gap <= 0.05": False}
+    assert verdicts["gappy"]["conditions"]["b"] == {"worst group > grpo": True, "train mix not lower": True,
+                                                     "gap <= 0.05": False}  # fmt: skip
+    assert not verdicts["costly"]["met"] and not verdicts["gappy"]["met"]
+    assert verdicts["lucky"]["tasks served"] == ["a"] and verdicts["lucky"]["serves"] == ["a", "a:hard", ANONYMOUS]
     assert not verdicts["lucky"]["met"]  # a regime is one more setting of its task, not another task
-    assert verdicts["labelfree"]["beats grpo"] == ["a", "b"] and verdicts["labelfree"]["beats random labels"] == []
+    assert verdicts["labelfree"]["tasks served"] == ["a", "b"] and verdicts["labelfree"]["beats random labels"] == []
     assert not verdicts["labelfree"]["met"]
+    assert verdicts["named_only"]["tasks served"] == ["a", "b"] and not verdicts["named_only"]["anonymous served"]
+    assert not verdicts["named_only"]["met"]
+
+
+def test_personalization_gap_is_the_specialists_reward_minus_the_variants_paired_by_seed() -> None:
+    def run(seed: int, per_group: dict) -> dict:
+        ev = {"reward_sampled": 0.5, "worst_group_sampled": 0.1, "per_group_sampled": per_group}
+        return {"seed": seed, "eval": ev, "curve": [0.5] * 5, "final_train_reward": 0.5, "seconds_per_step": 1.0}
+
+    shared = [run(0, {"x": 0.2, "y": 0.9}), run(1, {"x": 0.4, "y": 0.7}), run(2, {"x": 0.3, "y": 0.8})]
+    specialist_x = [run(1, {"x": 0.9}), run(0, {"x": 0.5})]  # fewer seeds, other order: paired on seeds 0 and 1
+    specialist_y = [run(0, {"y": 0.8}), run(1, {"y": 0.8})]
+    table = summarize({"t": {"v": shared, "specialist_x": specialist_x, "specialist_y": specialist_y}})["t"]
+    gaps = table["v"]["personalization gap"]
+    assert gaps["x"] == pytest.approx(t_interval(np.array([0.5 - 0.2, 0.9 - 0.4])))
+    assert gaps["y"] == pytest.approx(t_interval(np.array([0.8 - 0.9, 0.8 - 0.7])))
+    assert table["v"]["personalization gap max"] == pytest.approx(gaps["x"])  # the larger mean gap
+    assert "personalization gap" not in table["specialist_x"]
 
 
 def test_report_writes_results_tables_and_figures(bench_dir: Path) -> None:
     report = write_report(bench_dir, "pgrpo bench --out x").read_text()
     results = json.loads((bench_dir / "results.json").read_text())
-    assert set(results) == {"a", "a:hard", "b", "sweep: G=2", "bar"} and results["bar"]["good"]["met"]
+    assert set(results) == {"a", "a:hard", "b", ANONYMOUS, "sweep: G=2", "bar"} and results["bar"]["good"]["met"]
     row = results["b"]["good"]
-    assert row["eval worst group (sampled) - grpo"] == pytest.approx(t_interval(0.10 + NOISE))
-    assert row["eval worst group (sampled) - random labels"] == pytest.approx((0.10, 0.0), abs=1e-12)  # same noise
-    assert row["eval reward (sampled) - grpo"] == pytest.approx(t_interval(0.02 + NOISE))
+    assert row["eval worst group (sampled) - grpo"] == pytest.approx(t_interval(0.16 + NOISE))
+    assert row["eval worst group (sampled) - random labels"] == pytest.approx((0.16, 0.0), abs=1e-12)  # same noise
+    assert row["eval reward (sampled) - grpo"] == pytest.approx(t_interval(0.08 + NOISE))
+    assert row["eval train mix - grpo"] == pytest.approx(t_interval(0.032 + NOISE))  # 0.2 * 0.16 + 0.8 * 0
+    assert row["personalization gap max"] == pytest.approx((0.04, 0.0), abs=1e-12)  # g1: 0.2 - 0.16, same noise
+    assert set(results["b"]["specialist_g1"]["per_group_eval"]) == {"g1"}  # specialists are rows of their own
     assert set(row["per_group_eval"]) == {"g1", "g2"} and results["b"]["grpo"]["seeds"] == 3
-    assert "| good | a, b | none | a, b | **yes** | none | none |" in report  # no config.yaml: no train shares
-    assert "| lucky | a | none | a | no | a:hard | a:hard |" in report
+    assert f"| good | a, b | yes | a, b | **yes** | a, {ANONYMOUS}, b | a:hard: worst group > grpo" in report
+    assert "| costly | none | no | none | no | none | a: train mix not lower, gap <= 0.05;" in report
+    assert "| good | 0.04 ± 0.00 | 0.00 ± 0.00 | 0.040 ± 0.000 |" in report  # gap per group, largest
+    assert "| specialist_g1 |" not in report  # specialists are the reference, not variants in the tables
     assert 'Regime of `a`: flags `{"flag": 1}`.' in report and "Held-out prompts per group: g1 30, g2 30." in report
     assert report.index("### a\n") < report.index("### a:hard\n") < report.index("### sweep: G=2\n")
     assert report.index("### sweep: G=2\n") < report.index("## b\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -30,8 +31,8 @@ def test_merged_labels_pair_the_groups_by_size() -> None:
 
 def test_task_labels_are_the_task_column_and_unknown_sources_are_refused() -> None:
     task = build_task("personas", num_train=70, num_eval=7)
-    dataset, column = with_labels(task, "task", "group", seed=0)
-    assert column == "group" and dataset is task.train_dataset
+    labelled, column = with_labels(task, "task", "group", seed=0)
+    assert column == "group" and labelled is task
     with pytest.raises(ValueError, match="Unknown group_labels 'true'; choose one of task, random, merged, discovered"):
         with_labels(task, "true", "group", seed=0)
 
@@ -39,13 +40,35 @@ def test_task_labels_are_the_task_column_and_unknown_sources_are_refused() -> No
 @pytest.mark.slow
 def test_discovered_labels_recover_the_personas_from_the_prompt_text_and_are_cached() -> None:
     task = build_task("personas", num_train=700, num_eval=7)
-    dataset, column = with_labels(task, "discovered", "group", seed=0)
-    discovered = dataset[column]
+    labelled, column = with_labels(task, "discovered", "group", seed=0)
+    discovered = labelled.train_dataset[column]
     assert len(set(discovered)) == 7
     # each prompt names its persona, so the clusters should mostly follow them; shuffled labels score ~0
     assert normalized_mutual_info_score(task.train_dataset["group"], discovered) > 0.5
     again, _ = with_labels(task, "discovered", "group", seed=3)  # any training seed: the same cached clustering
-    assert again[column] == discovered
+    assert again.train_dataset[column] == discovered
+    # held-out and warm-start prompts are assigned to the same clusters: they follow the personas too
+    for data in (labelled.eval_dataset, labelled.sft_dataset):
+        assert normalized_mutual_info_score(data["group"], data[column]) > 0.5
+
+
+def test_held_out_and_warm_start_rows_get_labels_of_the_same_source() -> None:
+    task = build_task("personas", num_train=140, num_eval=70, num_sft=70)
+    randomized, column = with_labels(task, "random", "group", seed=4)
+    for name in ("train_dataset", "eval_dataset", "sft_dataset"):
+        data = getattr(randomized, name)
+        assert Counter(data[column]) == Counter(data["group"])  # a permutation of each dataset's own labels
+        assert data[column] != data["group"]
+    again, _ = with_labels(task, "random", "group", seed=5)
+    assert again.train_dataset[column] != randomized.train_dataset[column]  # the training seed permutes anew
+    assert again.sft_dataset[column] == randomized.sft_dataset[column]  # one warm start for every training seed
+    merged, column = with_labels(task, "merged", "group", seed=0)
+    pairs = dict(zip(merged.train_dataset["group"], merged.train_dataset[column], strict=True))
+    assert [pairs[g] for g in merged.eval_dataset["group"]] == merged.eval_dataset[column]
+    assert pairs["eleanor"] == "eleanor|jamal"
+    reviews_like = build_task("personas", num_train=70, num_eval=7).sft_dataset.remove_columns("group")
+    unlabelled = with_labels(dataclasses.replace(task, sft_dataset=reviews_like), "random", "group", seed=0)[0]
+    assert unlabelled.sft_dataset is reviews_like  # warm-start pairs without groups stay as they are
 
 
 @pytest.mark.parametrize("source", ["random", "merged"])

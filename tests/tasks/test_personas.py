@@ -61,8 +61,17 @@ def test_groups_have_documented_imbalanced_sizes(task) -> None:
 def test_custom_shares_and_errors() -> None:
     task = build_task("personas", num_train=100, num_eval=14, shares=(1, 1, 1, 1, 1, 1, 4), balanced_eval=False)
     assert {g.name: g.size for g in task.groups}["kemar"] == 40 and len(task.eval_dataset) == 14
-    with pytest.raises(ValueError, match="shares needs one positive number or 7"):
+    with pytest.raises(ValueError, match=r"shares needs one share or 7 \(each >= 0, at least two > 0\)"):
         build_task("personas", shares=(0.5, 0.5))
+    with pytest.raises(ValueError, match="at least two > 0"):
+        build_task("personas", shares=(1, 0, 0, 0, 0, 0, 0))
+
+
+def test_a_persona_with_share_zero_sends_no_prompts_and_the_held_out_set_balances_the_rest() -> None:
+    task = build_task("personas", num_train=100, num_eval=20, shares=(0.9, 0, 0, 0, 0, 0, 0.1))
+    assert {g.name: g.size for g in task.groups} == {"eleanor": 90, "kemar": 10}
+    assert sorted(task.eval_dataset["group"]) == ["eleanor"] * 10 + ["kemar"] * 10
+    assert len(set(task.sft_dataset["group"])) == 7  # the warm start still knows every persona
     with pytest.raises(ValueError, match="leave a persona without rows"):
         build_task("personas", num_train=10)
     with pytest.raises(ValueError, match="reward_noise"):

@@ -20,18 +20,27 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from pgrpo.core.conditioning import Prompt, PromptConditioning
 from pgrpo.models import encode_prompts, generate_completions
 from pgrpo.tasks import Task
 
 
-def score(task: Task, rows: list[dict[str, Any]], completions: list[str]) -> list[float]:
-    """Task rewards for ``completions``, row i answering ``rows[i]`` (every column reaches the reward)."""
+def score(task: Task, rows: list[dict[str, Any]], completions: list[str], prompts: list[Prompt]) -> list[float]:
+    """Task rewards for ``completions``, row i answering ``rows[i]`` (every column reaches the reward) asked as
+    ``prompts[i]`` (the prompt as the policy read it, as TRL passes it in training)."""
     columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
-    rewards = task.reward_fn(prompts=[row["prompt"] for row in rows], completions=completions, **columns)
+    rewards = task.reward_fn(prompts=prompts, completions=completions, **columns)
     return [math.nan if r is None else float(r) for r in rewards]
 
 
-def as_model_input(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> str:
+def policy_prompt(prompt: str, label: Any, chat: bool, conditioning: PromptConditioning | None) -> Prompt:
+    """A task prompt as the policy is given it in training: a user message for chat models, conditioned on the
+    group ``label`` when ``conditioning`` is given (as ``PGRPOTrainer`` conditions its datasets)."""
+    message: Prompt = [{"role": "user", "content": prompt}] if chat else prompt
+    return conditioning.apply(message, label) if conditioning is not None else message
+
+
+def as_model_input(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, chat: bool) -> str:
     """The prompt as the model reads it (for reports): plain, or a user message through the chat template."""
     return tokenizer.decode(encode_prompts(tokenizer, [prompt], chat)[0])
 
@@ -60,7 +69,7 @@ def group_means(groups: list[Any], values: list[float]) -> dict[str, float]:
 def sequence_logprobs(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompts: list[Prompt],
     completions: list[str],
     chat: bool = False,
     batch_size: int = 16,
@@ -119,18 +128,26 @@ def evaluate_policy(
     seed: int = 0,
     chat: bool = False,
     group_column: str | None = None,
+    conditioning: PromptConditioning | None = None,
+    label_column: str | None = None,
+    only_group: Any = None,
 ) -> dict[str, Any]:
     """Per-group held-out rewards and capability retention (see the module docstring).
 
     ``chat``: give the model each prompt as a user message through its chat template (instruct models).
     ``group_column``: the held-out column that defines the groups (default: the task's).
+    ``conditioning``: condition each prompt on its row's ``label_column`` (default ``group_column``): the labels the
+    policy was trained with. ``only_group``: evaluate only this group's rows among the ``num_prompts`` balanced ones
+    (a specialist: the same prompts as a shared policy's evaluation gives that group).
     """
     group_column = group_column or task.group_column
     was_training = model.training
     model.eval()
     rows = balanced_rows(task.eval_dataset.to_list(), group_column, num_prompts)
+    if only_group is not None:
+        rows = [row for row in rows if str(row[group_column]) == str(only_group)]
     groups = [row[group_column] for row in rows]
-    prompts = [row["prompt"] for row in rows]
+    prompts = [policy_prompt(row["prompt"], row[label_column or group_column], chat, conditioning) for row in rows]
     torch.manual_seed(seed)
     greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat)
     sampled_rows = [row for row in rows for _ in range(samples)]
@@ -139,8 +156,8 @@ def evaluate_policy(
         model, tokenizer, sampled_prompts, max_new_tokens=max_new_tokens, do_sample=True, chat=chat
     )
     model_inputs = [as_model_input(tokenizer, prompt, chat) for prompt in prompts]
-    greedy_reward = score(task, rows, greedy)
-    sampled_reward = score(task, sampled_rows, sampled)
+    greedy_reward = score(task, rows, greedy, prompts)
+    sampled_reward = score(task, sampled_rows, sampled, sampled_prompts)
     sampled_groups = [row[group_column] for row in sampled_rows]
     per_group_sampled = group_means(sampled_groups, sampled_reward)
     per_group_greedy = group_means(groups, greedy_reward)
@@ -150,6 +167,7 @@ def evaluate_policy(
     results: dict[str, Any] = {
         "num_prompts": len(rows),
         "per_group_prompts": dict(sorted(Counter(map(str, groups)).items())),
+        "train_shares": dict(sorted(shares.items())),
         "samples_per_prompt": samples,
         "reward_sampled": _mean(sampled_reward),
         "reward_greedy": _mean(greedy_reward),

@@ -8,17 +8,18 @@
                 (``pgrpo.groups``), k = the task's number of groups, fitted once per task and cached
 
 Only the labels the trainer reads change: the reward and the held-out evaluation keep the task's own
-groups, so every label source is judged by the same per-group results.
+groups, so every label source is judged by the same per-group results. The held-out and warm-start rows get
+labels of the same source too (random: their own permutation; merged: the same pairs; discovered: the nearest
+fitted cluster), which group conditioning puts into their prompts; warm-start pairs without groups stay as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
 from pathlib import Path
-
-from datasets import Dataset
 
 from pgrpo.models.cache import build_once, default_cache_dir, fingerprint
 from pgrpo.tasks import Task
@@ -26,6 +27,7 @@ from pgrpo.tasks import Task
 LABEL_SOURCES = ("task", "random", "merged", "discovered")
 LABEL_COLUMN = "labels_{source}"
 TRAIN_GROUPS = "train_groups.json"  # the discovered groups of the train prompts, in order, beside the fitted model
+EVAL_STREAM = 1_000_003  # the held-out rows' random labels use seed + this: a permutation of their own
 
 
 def random_labels(labels: list, seed: int) -> list:
@@ -43,9 +45,9 @@ def merged_labels(labels: list) -> list[str]:
     return [names[label] for label in labels]
 
 
-def discovered_labels(task: Task, group_column: str, seed: int) -> list[int]:
-    """k-means groups of the train prompts' text, k = the number of task groups (cached per task text and k: the
-    fitted model and the train prompts' groups, so a cached call embeds nothing)."""
+def discovery_directory(task: Task, group_column: str, seed: int) -> Path:
+    """The k-means model of the train prompts' text, k = the number of task groups, fitted once and cached per task
+    text and k, with the train prompts' groups beside it (so a cached call embeds nothing)."""
     from pgrpo.groups import GroupDiscovery
 
     prompts = list(task.train_dataset["prompt"])
@@ -57,22 +59,45 @@ def discovered_labels(task: Task, group_column: str, seed: int) -> list[int]:
         (directory / TRAIN_GROUPS).write_text(json.dumps(discovery.train_groups.tolist()))
 
     key = fingerprint({"prompts": fingerprint(prompts), "k": k, "seed": seed})
-    directory = build_once(default_cache_dir() / f"groups-{task.name}-{key}", fit)
-    return json.loads((directory / TRAIN_GROUPS).read_text())
+    return build_once(default_cache_dir() / f"groups-{task.name}-{key}", fit)
 
 
-def with_labels(task: Task, source: str, group_column: str, seed: int) -> tuple[Dataset, str]:
-    """The train dataset with the labels of ``source`` in a new column, and that column's name."""
+def discovered_labels(task: Task, group_column: str, seed: int) -> list[int]:
+    """The discovered groups of the train prompts (:func:`discovery_directory`)."""
+    return json.loads((discovery_directory(task, group_column, seed) / TRAIN_GROUPS).read_text())
+
+
+def with_labels(task: Task, source: str, group_column: str, seed: int) -> tuple[Task, str]:
+    """``task`` whose train, held-out and warm-start datasets have the labels of ``source`` in a new column (module
+    docstring), and that column's name; the task itself for ``source="task"``."""
     if source not in LABEL_SOURCES:
         raise ValueError(f"Unknown group_labels {source!r}; choose one of {', '.join(LABEL_SOURCES)}.")
     if source == "task":
-        return task.train_dataset, group_column
-    labels = list(task.train_dataset[group_column])
+        return task, group_column
+    train = list(task.train_dataset[group_column])
     if source == "random":
-        new = random_labels(labels, seed)
+        relabel = {"train": lambda labels: random_labels(labels, seed),
+                   "eval": lambda labels: random_labels(labels, seed + EVAL_STREAM),
+                   "sft": lambda labels: random_labels(labels, 0)}  # fmt: skip
     elif source == "merged":
-        new = merged_labels(labels)
-    else:
-        new = discovered_labels(task, group_column, seed=0)  # one clustering per task, whatever the training seed
+        pairs = dict(zip(train, merged_labels(train), strict=True))
+        relabel = dict.fromkeys(("train", "eval", "sft"), lambda labels: [pairs[label] for label in labels])
+    else:  # one clustering per task, whatever the training seed
+        from pgrpo.groups import GroupDiscovery
+
+        model = GroupDiscovery.load(discovery_directory(task, group_column, seed=0))
+        relabel = {"train": lambda _: discovered_labels(task, group_column, seed=0),
+                   "eval": lambda _: model.assign(task.eval_dataset).tolist(),
+                   "sft": lambda _: model.assign(task.sft_dataset).tolist()}  # fmt: skip
     column = LABEL_COLUMN.format(source=source)
-    return task.train_dataset.add_column(column, new), column
+    datasets = {"train": task.train_dataset, "eval": task.eval_dataset, "sft": task.sft_dataset}
+    labelled = {  # warm-start pairs without groups (reviews, movielens) stay as they are
+        name: data.add_column(column, relabel[name](list(data[group_column])))
+        if data is not None and group_column in data.column_names
+        else data
+        for name, data in datasets.items()
+    }
+    replaced = dataclasses.replace(
+        task, train_dataset=labelled["train"], eval_dataset=labelled["eval"], sft_dataset=labelled["sft"]
+    )
+    return replaced, column

@@ -8,6 +8,7 @@ on), ``PGRPOConfig`` (TRL's ``GRPOConfig`` + P-GRPO) and TRL's ``ModelConfig`` (
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
@@ -28,6 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from pgrpo.cli import Command
+from pgrpo.core.conditioning import PromptConditioning
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
 from pgrpo.experiments.runs import MetricsLog, prepare_run_dir, read_metrics, resolve
@@ -35,6 +37,7 @@ from pgrpo.models import policy_path
 from pgrpo.tasks import Task, build_task
 from pgrpo.tasks.registry import task_directory_name
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
+from pgrpo.trainer.trainer import condition_prompts
 
 UNSET_OUTPUT_DIR = "runs/_unset"  # `pgrpo train` keeps checkpoints in <run_dir>/checkpoints; see check_flags
 
@@ -66,6 +69,13 @@ class RunArguments:
             "merged (groups paired by size: half as many) or discovered (k-means of the prompt text). Rewards and "
             "held-out per-group results always use the task's groups.",
             "choices": list(LABEL_SOURCES),
+        },
+    )
+    train_group: str = field(
+        default="",
+        metadata={
+            "help": "Train on this group's prompts alone (a specialist: the reference a shared policy is measured "
+            "against for that group) and evaluate on its held-out prompts."
         },
     )
     eval_prompts: int = field(default=64, metadata={"help": "Held-out prompts to evaluate on (0 skips evaluation)."})
@@ -158,80 +168,157 @@ def as_chat(dataset: Dataset) -> Dataset:
     return dataset.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
 
 
-def train(
-    run: RunArguments, config: PGRPOConfig, model_args: ModelConfig | None = None, task: Task | None = None
-) -> dict[str, Any]:
-    """Train one policy with ``config`` on ``run.task`` and evaluate it; returns the summary."""
-    model_args = model_args or ModelConfig(model_name_or_path="tiny")
+def only_group(task: Task, group_column: str, group: str) -> Task:
+    """``task`` trained on the prompts of one group alone (a specialist's data); the held-out set is kept whole and
+    evaluation picks the group's rows (``evaluate_policy(only_group=...)``)."""
+    keep = [i for i, label in enumerate(task.train_dataset[group_column]) if str(label) == group]
+    if not keep:
+        groups = sorted({str(label) for label in task.train_dataset[group_column]})
+        raise ValueError(
+            f"--train_group {group!r} has no train prompts in task {task.name!r}; its groups are {groups}."
+        )
+    return dataclasses.replace(task, train_dataset=task.train_dataset.select(keep))
+
+
+def policy_task(task: Task, group_labels: str, group_column: str, conditioning: PromptConditioning | None) -> Task:
+    """The task text a tiny policy is built and warm-started from: ``task`` itself, or with prompt conditioning every
+    prompt conditioned, the train and held-out ones on the task's groups (the vocabulary: every group's text) and the
+    warm-start ones that have groups on ``group_labels`` (whose warm-start labels do not depend on the training
+    seed), so that one warm start serves every seed of a run's settings."""
+    if conditioning is None:
+        return task
+    labelled, label_column = with_labels(task, group_labels, group_column, seed=0)
+    sft = labelled.sft_dataset
+    return dataclasses.replace(
+        task,
+        train_dataset=condition_prompts(task.train_dataset, conditioning, group_column),
+        eval_dataset=condition_prompts(task.eval_dataset, conditioning, group_column),
+        sft_dataset=condition_prompts(sft, conditioning, label_column)
+        if sft is not None and label_column in sft.column_names
+        else sft,
+    )
+
+
+def run_name(run: RunArguments, config: PGRPOConfig) -> str:
+    """Default run directory name: ``<task>-<estimator>[-<labels>][-<conditioning>][-only-<group>]-s<seed>``."""
+    parts = [task_directory_name(run.task), config.estimator]
+    parts += [run.group_labels] if run.group_labels != "task" else []
+    parts += [config.group_conditioning.replace("+", "_")] if config.group_conditioning != "none" else []
+    parts += [f"only-{run.train_group}"] if run.train_group else []
+    return "-".join([*parts, f"s{config.seed}"])
+
+
+@dataclass
+class Prepared:
+    """What a run trains with, once its task, labels, conditioning and directory are settled."""
+
+    task: Task
+    run_dir: Path
+    model_path: str
+    group_column: str  # the task's groups: rewards and held-out results
+    resuming: bool
+
+
+def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, task: Task | None) -> Prepared:
+    """Build the task, choose its labels and conditioning, prepare the run directory and the policy."""
     check_flags(config)
     task = task or build_task(run.task, seed=run.task_seed, **run.options())
     group_column = choose_group_column(config, task)
+    if run.train_group:
+        task = only_group(task, group_column, run.train_group)
     config.model_init_kwargs = model_init_kwargs(model_args, config)
-    labels = "" if run.group_labels == "task" else f"-{run.group_labels}"
-    name = f"{task_directory_name(run.task)}-{config.estimator}{labels}-s{config.seed}"
-    run_dir = Path(run.run_dir or Path("runs") / name)
+    if config.group_descriptions is None and task.group_descriptions:
+        config.group_descriptions = dict(task.group_descriptions)  # the task's own, unless given
+    run_dir = Path(run.run_dir or Path("runs") / run_name(run, config))
     config.output_dir = str(run_dir / "checkpoints")
     state = PartialState()  # under torchrun / accelerate launch the main process prepares, then the others read
     with state.main_process_first():  # the run directory, discovered labels and the tiny policy
-        train_dataset, config.group_column = with_labels(task, run.group_labels, group_column, config.seed)
         if state.is_main_process:
             sections = {"run": run, "trainer": config, "model": model_args}
             resuming = prepare_run_dir(run_dir, resolve(sections), run.overwrite)
         else:
             resuming = not run.overwrite and (run_dir / "checkpoints").exists()
-        model_path = policy_path(task, model_args.model_name_or_path)
+        built = policy_task(task, run.group_labels, group_column, config.prompt_conditioning())
+        model_path = policy_path(built, model_args.model_name_or_path)
+        task, config.group_column = with_labels(task, run.group_labels, group_column, config.seed)
+    return Prepared(task, run_dir, model_path, group_column, resuming)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
+
+def make_trainer(run: Prepared, config: PGRPOConfig, model_args: ModelConfig) -> tuple[PGRPOTrainer, bool]:
+    """The P-GRPO trainer of a prepared run (chat prompts for models with a chat template), and whether it chats."""
+    tokenizer = AutoTokenizer.from_pretrained(run.model_path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     chat = tokenizer.chat_template is not None  # instruct models get the task prompt as a user message
-    eval_dataset = task.eval_dataset if config.eval_strategy != "no" else None  # in-training evaluation, if asked
+    train_dataset = run.task.train_dataset
+    eval_dataset = run.task.eval_dataset if config.eval_strategy != "no" else None  # in-training evaluation
     if chat:
         train_dataset = as_chat(train_dataset)
         eval_dataset = eval_dataset and as_chat(eval_dataset)
-    tensorboard = {"TENSORBOARD_LOGGING_DIR": os.environ.get("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))}
-    with environment(**tensorboard):  # --report_to tensorboard writes into the run directory
+    tensorboard = os.environ.get("TENSORBOARD_LOGGING_DIR", str(run.run_dir / "tensorboard"))
+    with environment(TENSORBOARD_LOGGING_DIR=tensorboard):  # --report_to tensorboard writes into the run directory
         trainer = PGRPOTrainer(
-            model=model_path,
-            reward_funcs=task.reward_fn,
+            model=run.model_path,
+            reward_funcs=run.task.reward_fn,
             args=config,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
-            callbacks=[MetricsLog(run_dir / "metrics.jsonl")],
+            callbacks=[MetricsLog(run.run_dir / "metrics.jsonl")],
             peft_config=get_peft_config(model_args),
             quantization_config=get_quantization_config(model_args),
         )
+    return trainer, chat
+
+
+def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, config: PGRPOConfig, chat: bool) -> dict:
+    """Held-out evaluation of the trained policy against the policy it started from (written to eval.json)."""
+    reference = AutoModelForCausalLM.from_pretrained(run.model_path, **config.model_init_kwargs)
+    evaluation = evaluate_policy(
+        trainer.model,
+        trainer.processing_class,
+        run.task,
+        reference,
+        arguments.eval_prompts,
+        arguments.eval_samples,
+        config.max_completion_length,
+        config.seed,
+        chat,
+        run.group_column,
+        conditioning=config.prompt_conditioning(),
+        label_column=config.group_column,
+        only_group=arguments.train_group or None,
+    )
+    (run.run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
+    return evaluation
+
+
+def train(
+    run: RunArguments, config: PGRPOConfig, model_args: ModelConfig | None = None, task: Task | None = None
+) -> dict[str, Any]:
+    """Train one policy with ``config`` on ``run.task`` and evaluate it; returns the summary."""
+    model_args = model_args or ModelConfig(model_name_or_path="tiny")
+    prepared = prepare(run, config, model_args, task)
+    trainer, chat = make_trainer(prepared, config, model_args)
     checkpoint = config.resume_from_checkpoint
-    if checkpoint is None and resuming and Path(config.output_dir).exists():
+    if checkpoint is None and prepared.resuming and Path(config.output_dir).exists():
         checkpoint = get_last_checkpoint(config.output_dir)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
-    trainer.save_model(str(run_dir / "final"))  # on every process: ZeRO-3 / FSDP gather the weights collectively
+    trainer.save_model(str(prepared.run_dir / "final"))  # on every process: ZeRO-3 / FSDP gather the weights
 
     evaluation: dict[str, Any] = {}
     if run.eval_prompts > 0 and trainer.accelerator.is_main_process:
-        reference = AutoModelForCausalLM.from_pretrained(model_path, **config.model_init_kwargs)
-        evaluation = evaluate_policy(
-            trainer.model,
-            tokenizer,
-            task,
-            reference,
-            run.eval_prompts,
-            run.eval_samples,
-            config.max_completion_length,
-            config.seed,
-            chat,
-            group_column,
-        )
-        (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
-    metrics = read_metrics(run_dir / "metrics.jsonl")
+        evaluation = evaluate(trainer, prepared, run, config, chat)
+    metrics = read_metrics(prepared.run_dir / "metrics.jsonl")
     summary = {
         "task": run.task,
         "estimator": config.estimator,
         "history": config.history,
         "group_labels": run.group_labels,
+        "group_conditioning": config.group_conditioning,
+        "train_group": run.train_group or None,
         "seed": config.seed,
         "steps": trainer.state.global_step,
         "train_seconds": train_seconds,
@@ -239,11 +326,11 @@ def train(
         "final_train_reward": float(np.mean([m["reward"] for m in metrics[-5:]])) if metrics else math.nan,
         "group_history": {str(k): v for k, v in trainer.advantage_engine.tracker.summary().items()},
         "eval": {k: v for k, v in evaluation.items() if k != "examples"},
-        "resumed": resuming,
+        "resumed": prepared.resuming,
     }
     accelerator = trainer.accelerator
     if accelerator.is_main_process:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (prepared.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if accelerator.num_processes > 1:
         del trainer  # the DDP wrapper holds the process group: free it first, else gloo threads may abort the exit
         gc.collect()

@@ -60,17 +60,24 @@ def load_policy(
     return policy, tokenizer
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], chat: bool = False) -> list[list[int]]:
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str] | list[list[dict[str, str]]], chat: bool = False
+) -> list[list[int]]:
     """Token ids of each task prompt, built as TRL's ``GRPOTrainer`` builds them for training.
 
-    ``chat``: the prompt is one user message rendered by the chat template with the generation prompt, which
-    brings its own special tokens (none are added on top, so a template that starts with BOS gives one BOS);
-    otherwise the plain text with the tokenizer's usual special tokens.
+    ``chat``: the prompt (a text: one user message; or a list of ``{"role", "content"}`` messages, e.g. with a
+    system message) is rendered by the chat template with the generation prompt, which brings its own special
+    tokens (none are added on top, so a template that starts with BOS gives one BOS); otherwise the plain text
+    with the tokenizer's usual special tokens.
     """
     if chat:
-        messages = [[{"role": "user", "content": prompt}] for prompt in prompts]
+        messages = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
         encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         return [list(ids) for ids in encoded["input_ids"]]
+    if not all(isinstance(prompt, str) for prompt in prompts):
+        raise ValueError(
+            "Conversational prompts (lists of messages) need chat=True and a tokenizer with a chat template."
+        )
     return [list(ids) for ids in tokenizer(prompts)["input_ids"]]
 
 
@@ -78,7 +85,7 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], chat:
 def generate_completions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompts: list[str] | list[list[dict[str, str]]],
     max_new_tokens: int = 40,
     do_sample: bool = False,
     batch_size: int = 64,

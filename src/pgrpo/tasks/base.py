@@ -48,6 +48,8 @@ class Task:
     sft_dataset:   ``prompt``/``completion`` pairs of on-preference text for a warm start (may be None).
     reward_range:  (low, high) bounds every reward lies in.
     config:        the arguments the task was built with (for run directories and caching).
+    group_descriptions: {str(label): text} describing each group, which prompt conditioning puts into its prompts
+                   (``PGRPOConfig.group_conditioning="prompt"``); a group without one is described by its label.
     """
 
     name: str
@@ -59,6 +61,7 @@ class Task:
     sft_dataset: Dataset | None = None
     reward_range: tuple[float, float] = (0.0, 1.0)
     config: dict[str, Any] = field(default_factory=dict)
+    group_descriptions: dict[str, str] = field(default_factory=dict)
 
     @property
     def groups(self) -> list[GroupInfo]:

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from pgrpo.core.conditioning import DEFAULT_TEMPLATE, PromptConditioning, read_descriptions, uses_prompt
 from pgrpo.experiments.bench.plan import PlannedRun, task_builds
+from pgrpo.tasks.base import Task
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -85,20 +87,41 @@ def prebuild(runs: list[PlannedRun]) -> None:
     cached across runs: the tiny policy (runs on ``model_name_or_path`` tiny) and the discovered labels (runs on
     ``group_labels`` discovered)."""
     from pgrpo.experiments.labels import discovered_labels
+    from pgrpo.experiments.train import policy_task
     from pgrpo.models import policy_path
     from pgrpo.tasks import build_task
 
-    tiny = task_builds([run for run in runs if run.flags.get("model_name_or_path", "tiny") == "tiny"])
+    on_tiny = [run for run in runs if run.flags.get("model_name_or_path", "tiny") == "tiny"]
+    tiny = task_builds(on_tiny)
     discovered = task_builds([run for run in runs if run.flags.get("group_labels") == "discovered"])
     policies = set()
     for build in [*tiny, *(build for build in discovered if build not in tiny)]:
         task, options, seed = build
         start = time.perf_counter()
         built = build_task(task, seed=seed, **options)
-        if build in tiny and (path := policy_path(built, "tiny")) not in policies:
-            print(f"tiny {task} policy ready in {time.perf_counter() - start:.0f} s: {path}")
-            policies.add(path)
+        for labels, conditioning in warm_starts(on_tiny, build, built):
+            if (
+                path := policy_path(policy_task(built, labels, built.group_column, conditioning), "tiny")
+            ) not in policies:
+                print(f"tiny {task} policy ready in {time.perf_counter() - start:.0f} s: {path}")
+                policies.add(path)
         if build in discovered:
             start = time.perf_counter()
             groups = len(set(discovered_labels(built, built.group_column, seed=0)))
             print(f"discovered {groups} {task} groups in {time.perf_counter() - start:.0f} s")
+
+
+def warm_starts(runs: list[PlannedRun], build: tuple, task: Task) -> list[tuple[str, PromptConditioning | None]]:
+    """The (group labels, prompt conditioning) of the tiny policies that the runs on ``build`` (``task``) start
+    from, each once."""
+    found: dict[str, tuple[str, PromptConditioning | None]] = {}
+    for run in runs:
+        if task_builds([run]) != [build]:
+            continue
+        flags, conditioning = run.flags, None
+        if uses_prompt(flags.get("group_conditioning", "none")):
+            descriptions = read_descriptions(flags.get("group_descriptions")) or task.group_descriptions
+            conditioning = PromptConditioning(flags.get("group_prompt_template", DEFAULT_TEMPLATE), descriptions)
+        labels = flags.get("group_labels", "task")
+        found.setdefault(f"{labels} {conditioning}", (labels, conditioning))
+    return list(found.values())

@@ -2,6 +2,9 @@
 
     <out>/runs/matrix/<task>/<variant>/seed<n>/     --tasks x --variants, each task at its defaults
     <out>/runs/regimes/<regime>/<variant>/seed<n>/  --regimes x each regime's variants; regime.json says which
+    .../specialist_<group>/seed<n>/                 in every task and regime: grpo on that group's train
+                                                    prompts alone, evaluated on its held-out prompts
+                                                    (seeds 0..specialist_seeds-1)
 
 Every run uses seeds 0..seeds-1 (listed seed by seed, so an interrupted bench holds whole seeds), the same
 steps, prompts per step and held-out prompts (matched compute; a regime may change completions per prompt).
@@ -18,8 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgrpo.experiments.bench.regimes import REGIMES, Regime
-from pgrpo.experiments.bench.variants import DEFAULT_VARIANTS, RANDOM_SUFFIX, VARIANTS, variant_flags
+from pgrpo.experiments.bench.regimes import PERSONALIZATION_REGIMES, REGIMES, Regime
+from pgrpo.experiments.bench.variants import (
+    PERSONALIZATION_VARIANTS,
+    RANDOM_SUFFIX,
+    VARIANTS,
+    specialist_name,
+    variant_flags,
+)
 from pgrpo.tasks.registry import check_options, find_task, task_directory_name
 
 NO_REGIMES = "none"
@@ -47,17 +56,24 @@ class BenchArguments:
         metadata={"help": "Tasks: names, package.module:function or path/to/file.py:function (as `pgrpo train`)."},
     )
     variants: list[str] = field(
-        default_factory=lambda: list(DEFAULT_VARIANTS),
+        default_factory=lambda: list(PERSONALIZATION_VARIANTS),
         metadata={
             "help": f"Variants run on every task, from: {', '.join(VARIANTS)}, or <variant>{RANDOM_SUFFIX} (the same "
             "flags on randomly permuted group labels)."
         },
     )
     regimes: list[str] = field(
-        default_factory=lambda: list(REGIMES),
+        default_factory=lambda: list(PERSONALIZATION_REGIMES),
         metadata={"help": REGIMES_HELP.replace("%", "%%")},  # argparse formats help with %
     )
     seeds: int = field(default=10, metadata={"help": "Seeds of every (task or regime, variant): 0..seeds-1."})
+    specialist_seeds: int = field(
+        default=5,
+        metadata={
+            "help": "Seeds of the specialists (grpo on one group's prompts alone, per group of every task and regime: "
+            "the reference of the personalization gap); 0 runs none."
+        },
+    )
     max_steps: int = field(default=40, metadata={"help": "Optimizer steps per run."})
     prompts_per_step: int = field(default=8, metadata={"help": "Prompts per step (completions = prompts x G)."})
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt G (a regime may set its own)."})
@@ -165,23 +181,38 @@ def run_flags(
     return flags
 
 
+def specialist_runs(args: BenchArguments, setting: Path, seed: int, flags: dict[str, Any]) -> list[PlannedRun]:
+    """The specialists of one setting and seed: ``flags`` (grpo's) on each group's train prompts alone."""
+    from pgrpo.tasks import build_task
+
+    options = json.loads(flags.get("task_options", "{}"))
+    groups = build_task(flags["task"], seed=flags.get("task_seed", 0), **options).groups
+    return [
+        PlannedRun(setting / specialist_name(info.name) / f"seed{seed}", {**flags, "train_group": str(info.name)})
+        for info in groups
+    ]
+
+
 def planned_runs(args: BenchArguments) -> list[PlannedRun]:
-    """Every run of the bench, seed by seed: the task matrix, then each regime (module docstring)."""
+    """Every run of the bench, seed by seed: the task matrix, then each regime, then the specialists of each
+    (module docstring)."""
     regimes = selected_regimes(args)
     for regime in regimes:
         check_regime(regime)
     options = train_options(args, regimes)
     root = Path(args.out) / "runs"
+    settings: list[tuple[Path, str, Regime | None, tuple[str, ...]]] = [
+        (root / "matrix" / task_directory_name(task), task, None, tuple(args.variants)) for task in args.tasks
+    ] + [(root / "regimes" / regime.directory, regime.task, regime, regime.variants) for regime in regimes]
     runs = []
-    for seed in range(args.seeds):
-        for task in args.tasks:
-            for variant in args.variants:
-                run_dir = root / "matrix" / task_directory_name(task) / variant / f"seed{seed}"
-                runs.append(PlannedRun(run_dir, run_flags(args, task, variant, seed, options, None)))
-        for regime in regimes:
-            for variant in regime.variants:
-                run_dir = root / "regimes" / regime.directory / variant / f"seed{seed}"
-                runs.append(PlannedRun(run_dir, run_flags(args, regime.task, variant, seed, options, regime)))
+    for seed in range(max(args.seeds, args.specialist_seeds)):
+        for directory, task, regime, variants in settings:
+            if seed < args.seeds:
+                for variant in variants:
+                    flags = run_flags(args, task, variant, seed, options, regime)
+                    runs.append(PlannedRun(directory / variant / f"seed{seed}", flags))
+            if seed < args.specialist_seeds:
+                runs += specialist_runs(args, directory, seed, run_flags(args, task, "grpo", seed, options, regime))
     return runs
 
 

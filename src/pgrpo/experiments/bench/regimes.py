@@ -16,10 +16,15 @@ preference 0.5 for every persona and prompts that name the persona.
                                        start behind and RL must find their genre and style
     personas:anonymous                 prompts do not name the persona: opposite wants, identical prompts
     personas:one-persona=1%            kemar at 1% of the train prompts (the others rescaled)
+    personas:two-users-90-10           two users named in the prompt who want opposite things (eleanor:
+                                       formal classical, 90%; kemar: humorous reggae, 10%), no other persona
     movielens:binary                   reward 1 for exactly one held-out title the user rated >= 4
     reviews:probability-reward         reward p(target rating) instead of the expected rating's closeness
 
-Every regime compares LABEL_VARIANTS: grpo, pgrpo, pgrpo on random labels, and the best group-aware option of
+The personalization regimes (anonymous, two-users) compare PERSONALIZATION_VARIANTS: the references, the best
+option of the last bench and every group-conditioning variant, each with its random-label control; they are the
+bench's default regimes. Every other regime compares LABEL_VARIANTS: grpo, pgrpo, pgrpo on random labels, and
+the best group-aware option of
 the published bench (P-GRPO with group-balanced sampling) with its random-label control, so that each regime
 separates the effect of the labels from that of history normalisation. The difficulty-gap, anonymous and
 one-persona regimes, built to ask when the labels matter, add group-balanced sampling on GRPO's advantages
@@ -32,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgrpo.experiments.bench.variants import PERSONALIZATION_VARIANTS
 from pgrpo.tasks.personas import shares_with
 from pgrpo.tasks.registry import task_directory_name
 
@@ -67,9 +73,12 @@ REGIMES: dict[str, Regime] = {
         Regime("personas", "personas:binary", {"binary": True}),
         Regime("personas", "personas:difficulty-gap", {"sft_preference": [0.5] * 5 + [0.0, 0.0]},
                variants=EVIDENCE_VARIANTS),
-        Regime("personas", "personas:anonymous", {"anonymous": True}, variants=EVIDENCE_VARIANTS),
+        Regime("personas", "personas:anonymous", {"anonymous": True}, variants=PERSONALIZATION_VARIANTS),
+        Regime("personas", "personas:two-users-90-10", {"shares": [0.9, 0, 0, 0, 0, 0, 0.1]},
+               variants=PERSONALIZATION_VARIANTS),
         Regime("personas", "personas:one-persona=1%", {"shares": shares_with(kemar=0.01)}, variants=EVIDENCE_VARIANTS),
         Regime("movielens", "movielens:binary", {"binary": True}),
         Regime("reviews", "reviews:probability-reward", {"score": "probability"}),
     )
 }  # fmt: skip
+PERSONALIZATION_REGIMES = ("personas:anonymous", "personas:two-users-90-10")

@@ -5,10 +5,14 @@
     paired difference of v to b: d_s = m(v, s) - m(b, s) over the seeds s both ran, then interval(d)
 
 The held-out prompts are balanced over groups; ``eval reward (train mix)`` reweighs the per-group held-out rewards
-by the groups' shares of the train prompts (what users of the data as it is would see; the task is built once per
-distinct build to get the shares). Every metric is paired with ``grpo`` (``"<metric> - grpo"``); the held-out
+by the groups' shares of the train prompts (what users of the data as it is would see; eval.json records them,
+and for runs made before it did, the task is built once per distinct build to get them). Every metric is
+paired with ``grpo`` (``"<metric> - grpo"``); the held-out
 reward and worst group also with
-the variant's random-label control ``<v>_random`` where that ran (``"<metric> - random labels"``). Training
+the variant's random-label control ``<v>_random`` where that ran (``"<metric> - random labels"``). Where a setting
+has specialists (``specialist_<g>``: grpo on group g's prompts alone), every other variant gets its
+personalization gap per group, specialist_g - variant_g on g's held-out prompts paired by seed, and the largest
+(``personalization gap max``: the interval of the group with the largest mean gap). Training
 curves are smoothed by a trailing mean that skips NaN (a group absent from a step's batch).
 """
 
@@ -26,13 +30,15 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from pgrpo.experiments.bench.variants import RANDOM_SUFFIX
+from pgrpo.experiments.bench.variants import RANDOM_SUFFIX, SPECIALIST_PREFIX, is_specialist
 from pgrpo.experiments.runs import read_metrics, task_build
 
 Run = dict[str, Any]  # a run's summary.json plus its training curves (load_run)
 Interval = tuple[float, float]  # (mean, 95% half-width)
 OVERALL, WORST = "eval reward (sampled)", "eval worst group (sampled)"
 TRAIN_MIX = "eval reward (train mix)"
+TRAIN_MIX_DELTA = "eval train mix - grpo"  # = f"{TRAIN_MIX} - grpo", under the name the bar reads
+GAP, GAP_MAX = "personalization gap", "personalization gap max"
 
 
 def train_mix_reward(run: Run) -> float | None:
@@ -132,7 +138,7 @@ def collect(root: Path) -> dict[str, Setting]:
     for summary in sorted(root.glob("*/*/*/seed*/summary.json")):
         run_dir = summary.parent
         kind, variant, run = run_dir.parts[-4], run_dir.parts[-2], load_run(run_dir)
-        run["train_shares"] = train_shares(run_dir, shares)
+        run["train_shares"] = run["eval"].get("train_shares") or train_shares(run_dir, shares)  # older runs: rebuilt
         if kind == "matrix":
             setting = Setting(run["task"], run["task"], "task")
         elif kind == "regimes":
@@ -155,6 +161,28 @@ def paired(frame: pd.DataFrame, baseline: pd.DataFrame | None, metric: str) -> I
     return (math.nan, math.nan) if baseline is None else interval(frame[metric] - baseline[metric])
 
 
+def group_rewards(runs: list[Run], group: str) -> pd.Series:
+    """Held-out reward (sampled) of ``group`` in each run, indexed by seed (NaN where the run has none)."""
+    values = [run["eval"].get("per_group_sampled", {}).get(group, math.nan) for run in runs]
+    return pd.Series(values, index=[run["seed"] for run in runs], dtype=float)
+
+
+def personalization_gaps(runs: list[Run], specialists: dict[str, list[Run]]) -> dict[str, Interval]:
+    """{group g: interval over seeds of specialist_g - shared_g}, g's held-out reward under the specialist of g (the
+    same policy and budget trained on g's prompts alone) minus under the shared policy, paired by seed on the same
+    held-out prompts. Positive: the shared policy serves g worse than a policy of g's own would."""
+    return {
+        group: interval(group_rewards(specialist, group) - group_rewards(runs, group))
+        for group, specialist in sorted(specialists.items())
+    }
+
+
+def largest_gap(gaps: dict[str, Interval]) -> Interval:
+    """The interval of the group whose mean personalization gap is largest (nan without specialists)."""
+    finite = [gap for gap in gaps.values() if math.isfinite(gap[0])]
+    return max(finite, key=lambda gap: gap[0]) if finite else (math.nan, math.nan)
+
+
 def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, dict[str, Any]]]:
     """{setting: {variant: [runs]}} -> {setting: {variant: {metric: (mean, half-width), ..., per_group_eval}}}."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
@@ -163,6 +191,11 @@ def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, dict
         grpo = frames.get("grpo")
         grpo_curves = [smooth(run["curve"])[-1] for run in by_variant.get("grpo", [])]
         grpo_final = float(np.mean(grpo_curves)) if grpo_curves else math.nan
+        specialists = {
+            variant.removeprefix(SPECIALIST_PREFIX): seeds
+            for variant, seeds in by_variant.items()
+            if is_specialist(variant)
+        }
         table[setting] = {}
         for variant, seeds in by_variant.items():
             frame, row = frames[variant], {"seeds": len(seeds)}
@@ -175,5 +208,9 @@ def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, dict
             row["steps to 90% of grpo final"] = interval(steps_to(run["curve"], 0.9 * grpo_final) for run in seeds)
             groups = pd.DataFrame([run["eval"].get("per_group_sampled", {}) for run in seeds], dtype=float)
             row["per_group_eval"] = {group: interval(groups[group]) for group in sorted(groups.columns)}
+            row[TRAIN_MIX_DELTA] = row[f"{TRAIN_MIX} - grpo"]
+            if specialists and not is_specialist(variant):
+                row[GAP] = personalization_gaps(seeds, specialists)
+                row[GAP_MAX] = largest_gap(row[GAP])
             table[setting][variant] = row
     return table

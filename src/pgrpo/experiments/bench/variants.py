@@ -29,6 +29,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grpo_half_balanced_sampling": {"estimator": "grpo", "group_sampling_alpha": 0.5},
     "pgrpo_half_balanced_sampling": {"estimator": "pgrpo", "group_sampling_alpha": 0.5},
     "pgrpo_worst_group": {"estimator": "pgrpo", "group_weighting": "worst_group"},
+    # group conditioning (docs/method.md, "Group conditioning"): the policy is told whom it serves
+    "grpo_prompt": {"estimator": "grpo", "group_conditioning": "prompt"},
+    "pgrpo_prompt": {"estimator": "pgrpo", "group_conditioning": "prompt"},
+    "pgrpo_balanced_sampling_prompt": {
+        "estimator": "pgrpo",
+        "group_sampling_alpha": 0.0,
+        "group_conditioning": "prompt",
+    },
     # label quality: coarser (merged) and discovered (k-means of the prompt text) groups
     "pgrpo_merged": {"estimator": "pgrpo", "group_labels": "merged"},
     "pgrpo_discovered": {"estimator": "pgrpo", "group_labels": "discovered"},
@@ -65,6 +73,23 @@ def variant_flags(name: str) -> dict[str, Any]:
 
 
 REFERENCES = ("grpo", "frozen")  # what options are measured against, never candidates themselves
+SPECIALIST_PREFIX = "specialist_"  # specialist_<group>: grpo on that group's train prompts alone (plan.py)
+CONDITIONING = ("grpo_prompt", "pgrpo_prompt", "pgrpo_balanced_sampling_prompt")
+# The personalization bench: the references, the best option of the last bench, and every conditioning variant,
+# each with its random-label control.
+PERSONALIZATION_VARIANTS = (
+    "grpo", "pgrpo", *(name for option in ("pgrpo_balanced_sampling", *CONDITIONING)
+                       for name in (option, option + RANDOM_SUFFIX)),
+)  # fmt: skip
+
+
+def specialist_name(group: object) -> str:
+    """The variant name of the specialist of ``group``."""
+    return f"{SPECIALIST_PREFIX}{group}"
+
+
+def is_specialist(name: str) -> bool:
+    return name.startswith(SPECIALIST_PREFIX)
 
 
 def is_random_control(name: str) -> bool:

@@ -66,8 +66,8 @@ def judge_runs(
     do_sample = samples > 1
     completions_a = generate_for_run(run_a, prompts, max_new_tokens, do_sample, seed)
     completions_b = generate_for_run(run_b, prompts, max_new_tokens, do_sample, seed)
-    rewards_a = score(task, rows, completions_a)
-    rewards_b = score(task, rows, completions_b)
+    rewards_a = score(task, rows, completions_a, prompts)
+    rewards_b = score(task, rows, completions_b, prompts)
     groups = [str(row[task.group_column]) for row in rows]
     columns = zip(groups, prompts, completions_a, completions_b, rewards_a, rewards_b, strict=True)
     pairs = [

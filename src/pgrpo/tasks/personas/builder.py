@@ -88,14 +88,19 @@ def _sft_rows(
 
 
 def _per_persona(
-    value: Sequence[float] | float, what: str, kind: Literal["positive number", "probability"] = "positive number"
+    value: Sequence[float] | float,
+    what: str,
+    kind: Literal["positive number", "probability", "share"] = "positive number",
 ) -> list[float]:
-    """One ``kind`` per persona (> 0, or in [0, 1]) from one number or a sequence in PERSONAS order."""
+    """One ``kind`` per persona (> 0; in [0, 1]; or >= 0 with two or more > 0) from one number or a sequence in
+    PERSONAS order."""
     values = [float(value)] * len(PERSONAS) if isinstance(value, int | float) else [float(v) for v in value]
-    in_range = (lambda v: 0 <= v <= 1) if kind == "probability" else (lambda v: v > 0)
-    if len(values) != len(PERSONAS) or not all(math.isfinite(v) and in_range(v) for v in values):
+    in_range = {"probability": lambda v: 0 <= v <= 1, "share": lambda v: v >= 0}.get(kind, lambda v: v > 0)
+    valid = len(values) == len(PERSONAS) and all(math.isfinite(v) and in_range(v) for v in values)
+    if not valid or (kind == "share" and sum(v > 0 for v in values) < 2):
         order = ", ".join(p.name for p in PERSONAS)
-        raise ValueError(f"{what} needs one {kind} or {len(PERSONAS)} (order: {order}), got {value!r}.")
+        rule = " (each >= 0, at least two > 0)" if kind == "share" else ""
+        raise ValueError(f"{what} needs one {kind} or {len(PERSONAS)}{rule} (order: {order}), got {value!r}.")
     return values
 
 
@@ -137,8 +142,9 @@ def build(
     num_train:     train rows, split over the personas by ``shares`` with largest-remainder rounding.
     num_eval:      held-out rows, split equally over the personas (``balanced_eval``) or by ``shares``.
     balanced_eval: split the held-out rows equally over the personas; False splits them by ``shares``.
-    shares:        7 positive train shares in PERSONAS order, normalised to sum 1; default 0.40, 0.20, 0.15,
-                   0.10, 0.07, 0.04, 0.04 (one majority, two 4% minorities).
+    shares:        7 train shares in PERSONAS order, normalised to sum 1; default 0.40, 0.20, 0.15, 0.10, 0.07,
+                   0.04, 0.04 (one majority, two 4% minorities). A persona with share 0 is left out of the train
+                   and held-out prompts (at least two must remain), e.g. two users who want opposite things.
     reward_scale:  one positive factor, or 7 in PERSONAS order, multiplying that persona's reward.
     reward_noise:  std of the Gaussian noise added to every reward (clipped at +-4 std).
     binary:        reward 1[dense >= 0.75] instead of the dense score.
@@ -151,16 +157,17 @@ def build(
     anonymous:     prompts say "A listener asks: ..." instead of naming the persona, so personas who want
                    different answers send indistinguishable prompts; the group is only in the ``group`` column.
     """
-    shares = [p.share for p in PERSONAS] if shares is None else _per_persona(shares, "shares")
+    shares = [p.share for p in PERSONAS] if shares is None else _per_persona(shares, "shares", "share")
     scales = _per_persona(1.0 if reward_scale is None else reward_scale, "reward_scale")
     if not (math.isfinite(reward_noise) and reward_noise >= 0):
         raise ValueError(f"reward_noise is a standard deviation and must be >= 0, got {reward_noise!r}.")
     if not 0 < min_words < max_words:
         raise ValueError(f"Need 0 < min_words < max_words, got min_words={min_words}, max_words={max_words}.")
     preferences = _per_persona(sft_preference, "sft_preference", "probability")
+    present = [share > 0 for share in shares]  # a persona with share 0 sends no train or held-out prompts
     train_sizes = _counts(shares, num_train)
-    eval_sizes = _counts([1.0] * len(PERSONAS) if balanced_eval else shares, num_eval)
-    if min(train_sizes) < 1 or min(eval_sizes) < 1:
+    eval_sizes = _counts([float(p) for p in present] if balanced_eval else shares, num_eval)
+    if any(size < 1 for sizes in (train_sizes, eval_sizes) for size, p in zip(sizes, present, strict=True) if p):
         raise ValueError(
             f"num_train={num_train} and num_eval={num_eval} leave a persona without rows "
             f"(train sizes {train_sizes}, eval sizes {eval_sizes}); raise them or the smallest shares."
@@ -209,4 +216,5 @@ def build(
         sft_dataset=sft,
         reward_range=(-spread, max(scales) + spread),
         config=config,
+        group_descriptions={persona.name: f"{persona.name}, {persona.bio}" for persona in PERSONAS},
     )

@@ -1,0 +1,109 @@
+"""Group conditioning and specialists through `pgrpo train`, and serving a finished run with `pgrpo generate`.
+
+The task's reward is 1 exactly when the prompt the policy read carries the row's own group tag, so it tells, without
+looking at the policy, whether training, held-out evaluation and generation condition every prompt on the right group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from trl import ModelConfig
+
+from pgrpo.cli import main
+from pgrpo.experiments.generate import generate_for_group
+from pgrpo.experiments.runs import read_metrics
+from pgrpo.experiments.train import RunArguments, train
+from pgrpo.models import generate_completions, load_policy
+from pgrpo.tasks import Task, task_from_dataset
+from pgrpo.testing import CPU_ARGS, toy_dataset
+from pgrpo.trainer import PGRPOConfig
+
+TEMPLATE = "tag {group}"
+
+
+def tagged_reward(prompts: list, completions: list, group: list[str], **_: object) -> list[float]:
+    """1 when the prompt starts with the row's own group tag, else 0."""
+    return [float(prompt.startswith(f"tag {label} ")) for prompt, label in zip(prompts, group, strict=True)]
+
+
+def tag_task(seed: int = 0) -> Task:
+    return task_from_dataset(toy_dataset(64), tagged_reward, name="tags", eval_fraction=0.25, seed=seed)
+
+
+def run(model_dir: str, run_dir: Path, labels: str = "task", train_group: str = "", **trainer) -> dict:
+    arguments = RunArguments(task="tags", run_dir=str(run_dir), group_labels=labels, train_group=train_group,
+                             eval_prompts=8, eval_samples=2)  # fmt: skip
+    settings = {**CPU_ARGS, "save_strategy": "steps", "save_steps": 2, "max_steps": 2, **trainer}
+    config = PGRPOConfig(output_dir="runs/_unset", **settings)
+    return train(arguments, config, ModelConfig(model_name_or_path=model_dir), task=tag_task())
+
+
+def test_training_and_held_out_prompts_carry_each_rows_group(toy_model_dir: str, tmp_path: Path) -> None:
+    summary = run(toy_model_dir, tmp_path / "run", group_conditioning="prompt", group_prompt_template=TEMPLATE)
+    assert [m["reward"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1.0, 1.0]
+    assert summary["eval"]["reward_sampled"] == 1.0 and summary["eval"]["reward_greedy"] == 1.0
+    assert summary["group_conditioning"] == "prompt"
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["trainer"]["group_conditioning"] == "prompt"
+    assert config["trainer"]["group_prompt_template"] == TEMPLATE
+    unconditioned = run(toy_model_dir, tmp_path / "plain")
+    assert unconditioned["eval"]["reward_sampled"] == 0.0  # the reward does tell conditioned prompts apart
+
+
+def test_random_labels_tag_held_out_prompts_randomly(toy_model_dir: str, tmp_path: Path) -> None:
+    conditioning = {"group_conditioning": "prompt", "group_prompt_template": TEMPLATE}
+    summary = run(toy_model_dir, tmp_path / "run", "random", **conditioning)
+    assert 0.0 < summary["eval"]["reward_sampled"] < 1.0  # some held-out rows carry another group's tag
+
+
+def test_a_specialist_trains_on_its_group_alone_and_is_judged_on_the_shared_runs_prompts(
+    toy_model_dir: str, tmp_path: Path
+) -> None:
+    specialist = run(toy_model_dir, tmp_path / "small", train_group="small")
+    shared = run(toy_model_dir, tmp_path / "shared")
+    assert set(specialist["group_history"]) == {"small"}  # every trained prompt is the group's
+    assert set(shared["eval"]["per_group_prompts"]) == {"small", "big"}
+    assert specialist["eval"]["per_group_prompts"] == {"small": shared["eval"]["per_group_prompts"]["small"]}
+    with pytest.raises(ValueError, match=r"--train_group 'tiny' has no train prompts in task 'tags'; its groups are"):
+        run(toy_model_dir, tmp_path / "tiny", train_group="tiny")
+
+
+def test_generate_answers_with_the_runs_conditioning(
+    toy_model_dir: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    run(toy_model_dir, run_dir, group_conditioning="prompt", group_prompt_template=TEMPLATE)
+    prompts = ["say something", "say up", "something for group"]
+    read: list = []
+
+    def recording(model, tokenizer, inputs, **kwargs):  # the real generation, recording what the policy reads
+        read.extend(inputs)
+        return generate_completions(model, tokenizer, inputs, **kwargs)
+
+    monkeypatch.setattr("pgrpo.experiments.generate.generate_completions", recording)
+    answers = generate_for_group(run_dir, "small", prompts, max_new_tokens=8, seed=3)
+    assert read == [f"tag small {prompt}" for prompt in prompts]
+    model, tokenizer = load_policy(None, str(run_dir / "final"))
+    torch.manual_seed(3)
+    assert answers == generate_completions(model, tokenizer, read, max_new_tokens=8, do_sample=True)
+    assert main(["generate", "--run_dir", str(run_dir), "--group", "small", "--prompt", "say up", "--greedy"]) == 0
+    assert "[small] say up\n  -> " in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="is not a pgrpo run directory"):
+        generate_for_group(tmp_path, "small", prompts)
+
+
+def test_generate_without_prompts_answers_the_groups_held_out_prompts(tmp_path: Path, toy_model_dir: str, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train", "--task", "personas", "--model_name_or_path", toy_model_dir, "--run_dir", str(run_dir),
+            "--max_steps", "1", "--per_device_train_batch_size", "8", "--max_completion_length", "4",
+            "--eval_prompts", "0", "--disable_tqdm", "true", "--group_conditioning", "prompt"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["generate", "--run_dir", str(run_dir), "--group", "kemar", "--num_prompts", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[kemar] Kemar, a beach bartender, asks:") == 2
+    assert json.loads((run_dir / "summary.json").read_text())["group_conditioning"] == "prompt"
