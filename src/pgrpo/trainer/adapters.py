@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,8 +107,10 @@ class GroupAdapters:
         trainable = {name: p.requires_grad for name, p in self.base.named_parameters()}
         active = {name: list(m.active_adapters) for name, m in self.base.named_modules() if isinstance(m, LoraLayer)}
         shared_configs = getattr(self.base, "peft_config", None)
-        for name in self.names:
-            inject_adapter_in_model(self.config, self.base, adapter_name=name)
+        with warnings.catch_warnings():  # PEFT warns that a model gets several adapters: that is the point
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            for name in self.names:
+                inject_adapter_in_model(self.config, self.base, adapter_name=name)
         if shared_configs is None:
             del self.base.peft_config  # injected into a plain model: it stays a plain PreTrainedModel
         else:
