@@ -257,3 +257,18 @@ def test_adapter_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="use_vllm=False"):
         PGRPOConfig(output_dir=str(tmp_path), group_conditioning="adapter", use_vllm=True, **CPU_ARGS)
     assert PGRPOConfig(output_dir=str(tmp_path), group_conditioning="adapter", **CPU_ARGS).ddp_find_unused_parameters
+
+
+def test_activation_checkpointing_recomputes_the_routed_forward(toy_model_dir: str, tmp_path: Path) -> None:
+    """The backward re-runs the forward with checkpointing (the GPU default): it must see the same routing."""
+    trained = []
+    for checkpointing in (False, True):
+        trainer = make_trainer(toy_model_dir, tmp_path / str(checkpointing), grouped_dataset(LABELS),
+                               gradient_checkpointing=checkpointing)  # fmt: skip
+        torch.manual_seed(0)
+        randomize_group_adapters(trainer.group_adapters)
+        trainer.train()
+        trained.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+    assert trained[0].keys() == trained[1].keys()
+    for key, value in trained[0].items():
+        torch.testing.assert_close(trained[1][key], value, rtol=1e-4, atol=1e-6, msg=key)
