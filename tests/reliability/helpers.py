@@ -79,7 +79,11 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
 
 
 def model_parameters(directory: Path) -> dict[str, torch.Tensor]:
-    return load_file(directory / "model.safetensors")
+    """The saved shared weights, plus each group's adapter (keys ``<name>/...``) with adapter conditioning."""
+    parameters = load_file(directory / "model.safetensors")
+    for path in sorted(directory.glob("group_adapters/*/adapter_model.safetensors")):
+        parameters |= {f"{path.parent.name}/{key}": value for key, value in load_file(path).items()}
+    return parameters
 
 
 def accelerate_command(config: Path, nproc: int, model_dir: str, output_dir: Path, *options: object) -> list[str]:
@@ -109,7 +113,7 @@ def check_consistent_run(dump_dir: Path, output_dir: Path, num_processes: int, n
         assert main["num_processes"] == num_processes
         for rank, record in enumerate(per_rank):
             assert record["process_index"] == rank
-            for key in ("state", "rewards_per_func", "groups", "advantages"):
+            for key in ("state", "rewards_per_func", "groups", "advantages", "parameter_sum"):
                 assert record[key] == main[key], f"batch {batch}: rank {rank} differs from rank 0 in {key}"
         local = [value for record in per_rank for value in record["local_advantages"]]
         assert local == [float(np.float32(a)) for a in main["advantages"]], f"batch {batch}: slices"

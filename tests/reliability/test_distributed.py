@@ -27,11 +27,17 @@ PER_DEVICE = 6  # completions per process: not a multiple of num_generations=4, 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("group_options", [(), ("--alpha", 0, "--weighting", "worst_group")], ids=["plain", "group"])
+@pytest.mark.parametrize(
+    "group_options",
+    [(), ("--alpha", 0, "--weighting", "worst_group"), ("--conditioning", "adapter")],
+    ids=["plain", "group", "adapter"],
+)
 def test_torchrun_ranks_hold_identical_statistics_equal_to_the_reference(
     toy_model_dir: str, tmp_path: Path, group_options: tuple
 ) -> None:
-    """With group-balanced sampling and worst-group weights too: the same draws, weights and weighting state."""
+    """With group-balanced sampling and worst-group weights too: the same draws, weights and weighting state; with a
+    LoRA adapter per group (rows routed on each rank, a group absent from a rank's rows leaves its adapter unused
+    there): the same parameters on every rank after every step."""
     command = torchrun_command(
         2, toy_model_dir, tmp_path / "out", "--max-steps", STEPS, "--per-device-batch", PER_DEVICE,
         "--dump-dir", tmp_path / "dump", *group_options,

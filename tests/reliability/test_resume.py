@@ -37,11 +37,16 @@ def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group_options", [(), ("--alpha", 0, "--weighting", "worst_group")], ids=["plain", "group"])
+@pytest.mark.parametrize(
+    "group_options",
+    [(), ("--alpha", 0, "--weighting", "worst_group"), ("--conditioning", "adapter")],
+    ids=["plain", "group", "adapter"],
+)
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(
     toy_model_dir: str, tmp_path: Path, group_options: tuple
 ) -> None:
-    """Also with group-balanced sampling (its draws follow the seed and epoch) and worst-group weights (saved)."""
+    """Also with group-balanced sampling (its draws follow the seed and epoch), worst-group weights (saved) and a
+    LoRA adapter per group (saved in every checkpoint beside the shared weights)."""
     reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
     env = script_env()
     with (tmp_path / "reference.log").open("w") as reference_log, (tmp_path / "killed.log").open("w") as killed_log:
@@ -88,7 +93,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(
     expected = json.loads((reference_dir / "final" / STATS_FILE).read_text())
     assert json.loads((run_dir / "final" / STATS_FILE).read_text()) == expected
     assert sum(expected["tracker"]["count"]) == MAX_STEPS * ROWS_PER_STEP
-    if group_options:  # the weights moved, so their exact resume is not trivial
+    if "--weighting" in group_options:  # the weights moved, so their exact resume is not trivial
         assert any(value != 0 for value in expected["weighting"]["log_weights"])
     reference_parameters, resumed_parameters = (
         model_parameters(reference_dir / "final"),
@@ -98,4 +103,11 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(
     for name, value in reference_parameters.items():
         assert torch.equal(resumed_parameters[name], value), name
     initial = model_parameters(Path(toy_model_dir))
-    assert any(not torch.equal(initial[name], value) for name, value in reference_parameters.items())
+    assert any(not torch.equal(initial[name], value) for name, value in reference_parameters.items() if name in initial)
+    if "--conditioning" in group_options:  # both groups' adapters trained (B starts at 0), so resuming them matters
+        for group in ("group_big", "group_small"):
+            assert any(
+                v.abs().sum() > 0
+                for k, v in reference_parameters.items()
+                if k.startswith(f"{group}/") and "lora_B" in k
+            )

@@ -6,8 +6,8 @@
         -m tests.reliability.toy_train --model-dir M --output-dir O --dump-dir D
 
 Every rank writes, per generation batch, ``D/rank{r}/batch{k}.json`` (its engine state after the batch, the gathered
-rewards and labels, the global and local advantages). At the end rank 0 writes ``O/final/`` (the model) and
-``O/final/pgrpo_group_stats.json``.
+rewards and labels, the global and local advantages, the sum of its model parameters). At the end rank 0 writes
+``O/final/`` (the model) and ``O/final/pgrpo_group_stats.json``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class DumpingTrainer(PGRPOTrainer):
                 "advantages": list(self._logs["advantages"])[-len(rewards) :],
                 "local_advantages": output["advantages"].tolist(),
                 "state": self.advantage_engine.state_dict(),
+                "parameter_sum": sum(p.detach().double().sum().item() for p in self.model.parameters()),
             }
             folder = self.dump_dir / f"rank{self.accelerator.process_index}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -96,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=1.0, help="group_sampling_alpha")
     parser.add_argument("--weighting", default="none", help="group_weighting")
+    parser.add_argument("--conditioning", default="none", help="group_conditioning")
     return parser.parse_args(argv)
 
 
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         group_sampling_alpha=args.alpha,
         group_weighting=args.weighting,
         group_weight_step=0.5,
+        group_conditioning=args.conditioning,
     )
     trainer = DumpingTrainer(
         model=args.model_dir,

@@ -13,6 +13,7 @@ from pgrpo.core.conditioning import (
     DEFAULT_TEMPLATE,
     PromptConditioning,
     read_descriptions,
+    uses_adapter,
     uses_prompt,
     validate_conditioning,
 )
@@ -153,6 +154,8 @@ class PGRPOConfig(GRPOConfig):
         validate_conditioning(self.group_conditioning)
         self.group_descriptions = read_descriptions(self.group_descriptions) or None
         self.prompt_conditioning()  # validates the template
+        if uses_adapter(self.group_conditioning):
+            self.validate_adapter_options()
         self.engine_options()  # validates every engine option with a clear error
 
     def resolve_device_defaults(self) -> None:
@@ -162,6 +165,21 @@ class PGRPOConfig(GRPOConfig):
             self.bf16 = gpu and not self.fp16 and torch.cuda.is_bf16_supported()
         if self.gradient_checkpointing is None and self.activation_checkpointing is None:
             self.activation_checkpointing = gpu
+
+    def validate_adapter_options(self) -> None:
+        """Adapter conditioning: positive LoRA settings, generation in this process, DDP tolerating unused adapters."""
+        if self.group_adapter_r < 1 or self.group_adapter_alpha <= 0:
+            raise ValueError(
+                f"group_adapter_r must be >= 1 and group_adapter_alpha > 0, got {self.group_adapter_r} and "
+                f"{self.group_adapter_alpha}."
+            )
+        if self.use_vllm:
+            raise ValueError(
+                "group_conditioning='adapter' routes generation through each group's adapter inside this process; "
+                "vLLM generates without them. Set use_vllm=False, or use group_conditioning='prompt'."
+            )
+        if self.ddp_find_unused_parameters is None:  # a group absent from a process's batch leaves its adapter unused
+            self.ddp_find_unused_parameters = True
 
     def prompt_conditioning(self) -> PromptConditioning | None:
         """The prompt text of each group, or None without prompt conditioning."""

@@ -10,15 +10,21 @@ TRL computes advantages inline in ``_generate_and_score_completions``. We wrap, 
    process's part, and replaces ``out["advantages"]`` and TRL's logged advantages.
 3. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` save and restore the history
    with every checkpoint (``pgrpo_group_stats.json``).
+4. Adapter group conditioning (``pgrpo.trainer.adapters``): generation and the log-probability forwards of a batch
+   are routed per row (``_generate_and_score_completions``, ``_get_per_token_logps_and_entropies`` chunk by chunk,
+   ``_compute_loss`` from the per-row index TRL shuffles with the batch); ``save_model`` / ``_load_from_checkpoint``
+   write and read the shared weights as they would be without group adapters, plus every group's adapter.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,7 @@ from trl import GRPOTrainer
 from pgrpo.core import AdvantageEngine, segment_moments
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter
 from pgrpo.core.labels import GroupLabels
+from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
 from pgrpo.trainer.config import PGRPOConfig
 from pgrpo.trainer.sampler import GroupBalancedSampler
 
@@ -47,6 +54,16 @@ OVERRIDDEN_TRL_METHODS: dict[str, tuple[str, ...]] = {
     "_save_checkpoint": ("self", "model", "trial"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
     "_get_train_sampler": ("self", "dataset"),
+    "_get_per_token_logps_and_entropies": (
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+    ),
+    "_compute_loss": ("self", "model", "inputs"),
+    "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
 }
 
 
@@ -103,9 +120,12 @@ class PGRPOTrainer(GRPOTrainer):
                     if isinstance(datasets, dict)
                     else condition_prompts(datasets, conditioning, args.group_column)
                 )
-        if uses_adapter(args.group_conditioning):
-            raise NotImplementedError("group_conditioning='adapter' is not available yet.")
         super().__init__(model, reward_funcs, args, **kwargs)
+        self.group_adapters = None
+        if uses_adapter(args.group_conditioning):
+            self.group_adapters = attach_group_adapters(
+                self.model, self.train_dataset, args.group_column, args.group_adapter_r, args.group_adapter_alpha
+            )
         self.advantage_engine = AdvantageEngine(args.engine_options(), group_column=args.group_column)
         tied = getattr(self.model, "all_tied_weights_keys", None) if isinstance(self.model, PreTrainedModel) else None
         if tied and not self.model._keys_to_ignore_on_save:
@@ -129,7 +149,12 @@ class PGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        labels = [row.get(self.args.group_column) for row in inputs]  # a missing column fails in _calculate_rewards
+        with self.group_adapters.route(labels) if self.group_adapters else nullcontext():
+            output = super()._generate_and_score_completions(inputs)
+        if self.group_adapters is not None:  # TRL shuffles and splits it with the batch, for the loss forward
+            output[ROWS_KEY] = self.group_adapters.rows(labels, output["advantages"].device)
+            self.group_adapters.require_grad()  # PEFT's reference forward (adapters disabled) freezes them
         mode = "train" if self.model.training else "eval"
         rewards_per_func = self._gathered_rewards
         rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
@@ -182,6 +207,49 @@ class PGRPOTrainer(GRPOTrainer):
                 metrics[f"{prefix}/history_count"].append(tracker.count[index].item())
                 if loss_weights is not None:
                     metrics[f"{prefix}/loss_weight"].append(loss_weights[index].item())
+
+    # --------------------------------------------------------------- group adapters
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           **kwargs):  # fmt: skip
+        logps = functools.partial(super()._get_per_token_logps_and_entropies, model)
+        router = self.group_adapters.router if self.group_adapters else None
+        if router is None or router.rows is None or not batch_size or batch_size >= len(input_ids):
+            return logps(input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
+        return routed_chunks(logps, router, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
+
+    def _compute_loss(self, model, inputs):
+        if self.group_adapters is None:
+            return super()._compute_loss(model, inputs)
+        router = self.group_adapters.router
+        if not torch.is_grad_enabled():  # evaluation: no backward follows
+            with router.route(inputs[ROWS_KEY]):
+                return super()._compute_loss(model, inputs)
+        router.set(inputs[ROWS_KEY])  # kept until training_step ends: activation checkpointing re-runs the forward
+        return super()._compute_loss(model, inputs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            if self.group_adapters is not None:
+                self.group_adapters.router.set(None)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        """The shared weights where ``Trainer`` puts them, plus every group's adapter under ``group_adapters/``."""
+        if self.group_adapters is None:
+            return super().save_model(output_dir, _internal_call)
+        with self.group_adapters.detached():
+            super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self.group_adapters.save(Path(output_dir or self.args.output_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if self.group_adapters is None:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with self.group_adapters.detached():
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self.group_adapters.load(Path(resume_from_checkpoint))
+        self.group_adapters.require_grad()
 
     # --------------------------------------------------------------- sampling
     def _get_train_sampler(self, dataset=None):
