@@ -91,7 +91,7 @@ def test_regime_runs_share_the_seeds_and_carry_their_settings() -> None:
     assert (g8["num_generations"], g8["per_device_train_batch_size"], g8["seed"]) == (8, 24, 1)
     assert (g8["estimator"], g8["learning_rate"], g8["model_name_or_path"]) == ("pgrpo", 0.01, "m")
     assert json.loads(g8["task_options"]) == {"num_train": 700}
-    control = by_dir["b/runs/regimes/personas-anonymous/pgrpo_prompt_random/seed0"]
+    control = by_dir["b/runs/regimes/personas-anonymous/pgrpo_balanced_sampling_prompt_random/seed0"]
     assert json.loads(control["task_options"]) == {"num_train": 700, "anonymous": True}
     assert (control["num_generations"], control["per_device_train_batch_size"], control["save_steps"]) == (4, 12, 3)
     assert (control["estimator"], control["group_labels"], control["group_conditioning"]) == (

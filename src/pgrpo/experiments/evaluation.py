@@ -21,7 +21,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pgrpo.core.conditioning import Prompt, PromptConditioning
-from pgrpo.models import encode_prompts, generate_completions
+from pgrpo.models import encode_prompts, generate_completions, routed
 from pgrpo.tasks import Task
 
 
@@ -73,6 +73,7 @@ def sequence_logprobs(
     completions: list[str],
     chat: bool = False,
     batch_size: int = 16,
+    groups: list[Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of completion-token log-probabilities (N,) and completion token counts (N,).
 
@@ -94,7 +95,8 @@ def sequence_logprobs(
         ids = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)  # pads (id 0) follow all real tokens
         for row, sequence in enumerate(batch):
             ids[row, : len(sequence)] = torch.tensor(sequence)
-        logits = model(input_ids=ids.to(model.device)).logits[:, :-1].float()
+        with routed(model, groups, slice(begin, begin + batch_size)):
+            logits = model(input_ids=ids.to(model.device)).logits[:, :-1].float()
         token_logp = torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None].to(model.device))[..., 0].cpu()
         predicted = torch.arange(1, ids.shape[1])[None]  # the position of the token each logit row predicts
         first = torch.tensor(starts[begin : begin + batch_size])[:, None]
@@ -104,14 +106,17 @@ def sequence_logprobs(
 
 
 @torch.no_grad()
-def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> float:
-    """exp(mean token negative log-likelihood) of ``texts``."""
+def perplexity(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], groups: list[Any] | None = None
+) -> float:
+    """exp(mean token negative log-likelihood) of ``texts`` (text i routed through ``groups[i]``'s adapter)."""
     nll, tokens = 0.0, 0
-    for text in texts:
+    for index, text in enumerate(texts):
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
         if ids.shape[1] < 2:
             continue
-        out = model(ids, labels=ids)
+        with routed(model, groups, slice(index, index + 1)):
+            out = model(ids, labels=ids)
         nll += out.loss.item() * (ids.shape[1] - 1)
         tokens += ids.shape[1] - 1
     return math.exp(nll / max(tokens, 1))
@@ -131,6 +136,7 @@ def evaluate_policy(
     conditioning: PromptConditioning | None = None,
     label_column: str | None = None,
     only_group: Any = None,
+    adapters: bool = False,
 ) -> dict[str, Any]:
     """Per-group held-out rewards and capability retention (see the module docstring).
 
@@ -138,7 +144,8 @@ def evaluate_policy(
     ``group_column``: the held-out column that defines the groups (default: the task's).
     ``conditioning``: condition each prompt on its row's ``label_column`` (default ``group_column``): the labels the
     policy was trained with. ``only_group``: evaluate only this group's rows among the ``num_prompts`` balanced ones
-    (a specialist: the same prompts as a shared policy's evaluation gives that group).
+    (a specialist: the same prompts as a shared policy's evaluation gives that group). ``adapters``: route each
+    row through its ``label_column`` group's adapter (``group_conditioning="adapter"``).
     """
     group_column = group_column or task.group_column
     was_training = model.training
@@ -147,13 +154,22 @@ def evaluate_policy(
     if only_group is not None:
         rows = [row for row in rows if str(row[group_column]) == str(only_group)]
     groups = [row[group_column] for row in rows]
-    prompts = [policy_prompt(row["prompt"], row[label_column or group_column], chat, conditioning) for row in rows]
+    labels = [row[label_column or group_column] for row in rows]
+    prompts = [policy_prompt(row["prompt"], label, chat, conditioning) for row, label in zip(rows, labels, strict=True)]
+    route = labels if adapters else None
     torch.manual_seed(seed)
-    greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat)
+    greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat, groups=route)
     sampled_rows = [row for row in rows for _ in range(samples)]
     sampled_prompts = [p for p in prompts for _ in range(samples)]
+    sampled_route = route and [label for label in route for _ in range(samples)]
     sampled = generate_completions(
-        model, tokenizer, sampled_prompts, max_new_tokens=max_new_tokens, do_sample=True, chat=chat
+        model,
+        tokenizer,
+        sampled_prompts,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        chat=chat,
+        groups=sampled_route,
     )
     model_inputs = [as_model_input(tokenizer, prompt, chat) for prompt in prompts]
     greedy_reward = score(task, rows, greedy, prompts)
@@ -176,14 +192,14 @@ def evaluate_policy(
         "worst_group_sampled": min(per_group_sampled.values()),
         "worst_group_greedy": min(per_group_greedy.values()),
         "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority],
-        "perplexity": perplexity(model, tokenizer, model_inputs),
+        "perplexity": perplexity(model, tokenizer, model_inputs, route),
         "examples": [
             {"group": str(g), "prompt": p, "greedy": c}
             for g, p, c in zip(groups[:8], model_inputs[:8], greedy[:8], strict=True)
         ],
     }
     if reference is not None:
-        policy_logp, lengths = sequence_logprobs(model, tokenizer, sampled_prompts, sampled, chat)
+        policy_logp, lengths = sequence_logprobs(model, tokenizer, sampled_prompts, sampled, chat, groups=sampled_route)
         reference_logp, _ = sequence_logprobs(reference, tokenizer, sampled_prompts, sampled, chat)
         results["kl_to_initial"] = ((policy_logp - reference_logp) / lengths).mean().item()
         results["perplexity_initial"] = perplexity(reference, tokenizer, model_inputs)

@@ -24,7 +24,7 @@ from pgrpo.cli import Command
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter, uses_prompt
 from pgrpo.experiments.evaluation import policy_prompt
 from pgrpo.experiments.runs import task_build
-from pgrpo.models import generate_completions, load_policy
+from pgrpo.models import generate_completions, load_policy, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def generate_for_group(
     if uses_adapter(conditioning_kind):
         from pgrpo.trainer.adapters import load_group_policy
 
-        model, tokenizer = load_group_policy(run_dir / "final", group)
+        model, tokenizer = load_group_policy(run_dir / "final", group), load_tokenizer(run_dir / "final")
     else:
         model, tokenizer = load_policy(None, str(run_dir / "final"))
     if torch.cuda.is_available():

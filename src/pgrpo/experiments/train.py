@@ -29,7 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from pgrpo.cli import Command
-from pgrpo.core.conditioning import PromptConditioning
+from pgrpo.core.conditioning import PromptConditioning, uses_adapter
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
 from pgrpo.experiments.runs import MetricsLog, prepare_run_dir, read_metrics, resolve
@@ -288,6 +288,7 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
         conditioning=config.prompt_conditioning(),
         label_column=config.group_column,
         only_group=arguments.train_group or None,
+        adapters=uses_adapter(config.group_conditioning),
     )
     (run.run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
     return evaluation

@@ -8,6 +8,8 @@ for TRL's ``model=`` argument. Built models live in :func:`default_cache_dir` un
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ __all__ = [
     "generate_completions",
     "load_policy",
     "load_smollm2",
+    "load_tokenizer",
     "policy_path",
+    "routed",
     "smollm2_path",
     "tiny_policy_path",
 ]
@@ -53,11 +57,15 @@ def load_policy(
         path, settings_for_load = policy_path(task, model, cache_dir, **settings), {}
     else:
         path, settings_for_load = model, settings
-    policy = AutoModelForCausalLM.from_pretrained(path, **settings_for_load)
+    return AutoModelForCausalLM.from_pretrained(path, **settings_for_load), load_tokenizer(path)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved at ``path``, with a pad token (its eos if it has none)."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return policy, tokenizer
+    return tokenizer
 
 
 def encode_prompts(
@@ -81,6 +89,16 @@ def encode_prompts(
     return [list(ids) for ids in tokenizer(prompts)["input_ids"]]
 
 
+def routed(model: PreTrainedModel, groups: Sequence[Any] | None, rows: slice) -> AbstractContextManager:
+    """Route ``rows`` of ``groups`` through their groups' adapters (``group_conditioning="adapter"``) for the
+    forwards in the block; without ``groups``, nothing to route."""
+    if groups is None:
+        return nullcontext()
+    from pgrpo.trainer.adapters import route_groups
+
+    return route_groups(model, groups[rows])
+
+
 @torch.no_grad()
 def generate_completions(
     model: PreTrainedModel,
@@ -90,18 +108,20 @@ def generate_completions(
     do_sample: bool = False,
     batch_size: int = 64,
     chat: bool = False,
+    groups: Sequence[Any] | None = None,
 ) -> list[str]:
     """Completion text for each task prompt (encoded by :func:`encode_prompts`; left-padded batches, greedy unless
-    ``do_sample``)."""
+    ``do_sample``); ``groups``: each prompt's group, for a model with group adapters (:func:`routed`)."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     texts: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
             ids = encode_prompts(tokenizer, prompts[start : start + batch_size], chat)
             batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
-            out = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id
-            )
+            with routed(model, groups, slice(start, start + batch_size)):
+                out = model.generate(
+                    **batch, max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id
+                )
             texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side

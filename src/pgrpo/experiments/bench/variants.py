@@ -37,6 +37,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "group_sampling_alpha": 0.0,
         "group_conditioning": "prompt",
     },
+    "grpo_adapter": {"estimator": "grpo", "group_conditioning": "adapter"},
+    "pgrpo_balanced_sampling_adapter": {
+        "estimator": "pgrpo",
+        "group_sampling_alpha": 0.0,
+        "group_conditioning": "adapter",
+    },
     # label quality: coarser (merged) and discovered (k-means of the prompt text) groups
     "pgrpo_merged": {"estimator": "pgrpo", "group_labels": "merged"},
     "pgrpo_discovered": {"estimator": "pgrpo", "group_labels": "discovered"},
@@ -74,7 +80,7 @@ def variant_flags(name: str) -> dict[str, Any]:
 
 REFERENCES = ("grpo", "frozen")  # what options are measured against, never candidates themselves
 SPECIALIST_PREFIX = "specialist_"  # specialist_<group>: grpo on that group's train prompts alone (plan.py)
-CONDITIONING = ("grpo_prompt", "pgrpo_prompt", "pgrpo_balanced_sampling_prompt")
+CONDITIONING = ("grpo_prompt", "pgrpo_balanced_sampling_prompt", "grpo_adapter", "pgrpo_balanced_sampling_adapter")
 # The personalization bench: the references, the best option of the last bench, and every conditioning variant,
 # each with its random-label control.
 PERSONALIZATION_VARIANTS = (
