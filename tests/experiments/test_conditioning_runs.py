@@ -18,9 +18,9 @@ from pgrpo.cli import main
 from pgrpo.experiments.generate import generate_for_group
 from pgrpo.experiments.runs import read_metrics
 from pgrpo.experiments.train import RunArguments, train
-from pgrpo.models import generate_completions, load_policy
+from pgrpo.models import generate_completions, load_policy, load_tokenizer
 from pgrpo.tasks import Task, task_from_dataset
-from pgrpo.testing import CPU_ARGS, toy_dataset
+from pgrpo.testing import CPU_ARGS, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig
 
 TEMPLATE = "tag {group}"
@@ -35,12 +35,14 @@ def tag_task(seed: int = 0) -> Task:
     return task_from_dataset(toy_dataset(64), tagged_reward, name="tags", eval_fraction=0.25, seed=seed)
 
 
-def run(model_dir: str, run_dir: Path, labels: str = "task", train_group: str = "", **trainer) -> dict:
+def run(
+    model_dir: str, run_dir: Path, labels: str = "task", train_group: str = "", task: Task | None = None, **trainer
+) -> dict:
     arguments = RunArguments(task="tags", run_dir=str(run_dir), group_labels=labels, train_group=train_group,
                              eval_prompts=8, eval_samples=2)  # fmt: skip
     settings = {**CPU_ARGS, "save_strategy": "steps", "save_steps": 2, "max_steps": 2, **trainer}
     config = PGRPOConfig(output_dir="runs/_unset", **settings)
-    return train(arguments, config, ModelConfig(model_name_or_path=model_dir), task=tag_task())
+    return train(arguments, config, ModelConfig(model_name_or_path=model_dir), task=task or tag_task())
 
 
 def test_training_and_held_out_prompts_carry_each_rows_group(toy_model_dir: str, tmp_path: Path) -> None:
@@ -107,3 +109,27 @@ def test_generate_without_prompts_answers_the_groups_held_out_prompts(tmp_path: 
     printed = capsys.readouterr().out
     assert printed.count("[kemar] Kemar, a beach bartender, asks:") == 2
     assert json.loads((run_dir / "summary.json").read_text())["group_conditioning"] == "prompt"
+
+
+def test_adapter_runs_evaluate_and_serve_each_row_through_its_groups_adapter(toy_model_dir: str, tmp_path: Path):
+    from pgrpo.experiments.evaluation import sequence_logprobs
+    from pgrpo.trainer.adapters import load_group_policy, load_routed_policy
+
+    run_dir = tmp_path / "run"
+    task = task_from_dataset(toy_dataset(64), toy_reward, name="toy", eval_fraction=0.25)  # a reward that varies
+    summary = run(toy_model_dir, run_dir, task=task, group_conditioning="adapter", learning_rate=0.05, max_steps=4)
+    assert summary["eval"]["num_prompts"] == 8 and (run_dir / "final" / "group_adapters" / "index.json").is_file()
+    final = run_dir / "final"
+    tokenizer, routed_model = load_tokenizer(final), load_routed_policy(final)
+    groups = ["small", "big", "big", "small"]
+    prompts = [f"say something for group {group}" for group in groups]
+    completions = ["up up", "down up", "up", "down down down"]
+    routed_logp, _ = sequence_logprobs(routed_model, tokenizer, prompts, completions, batch_size=3, groups=groups)
+    for i, group in enumerate(groups):  # reference: the group's adapter merged into the shared weights, alone
+        alone, _ = sequence_logprobs(load_group_policy(final, group), tokenizer, [prompts[i]], [completions[i]])
+        assert torch.allclose(routed_logp[i], alone[0], atol=1e-4)
+    shared_logp, _ = sequence_logprobs(routed_model, tokenizer, prompts, completions)
+    assert not torch.allclose(shared_logp, routed_logp, atol=1e-4)  # the adapters did learn something
+    answers = generate_for_group(run_dir, "small", ["say up"], max_new_tokens=4, do_sample=False)
+    model = load_group_policy(final, "small")
+    assert answers == generate_completions(model, tokenizer, ["say up"], max_new_tokens=4)
