@@ -29,7 +29,7 @@ PER_DEVICE = 6  # completions per process: not a multiple of num_generations=4, 
 @pytest.mark.distributed
 @pytest.mark.parametrize(
     "group_options",
-    [(), ("--alpha", 0, "--weighting", "worst_group"), ("--conditioning", "adapter")],
+    [(), ("--alpha", 0, "--weighting", "worst_group"), ("--conditioning", "prompt+adapter")],
     ids=["plain", "group", "adapter"],
 )
 def test_torchrun_ranks_hold_identical_statistics_equal_to_the_reference(

@@ -39,7 +39,7 @@ def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 1
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "group_options",
-    [(), ("--alpha", 0, "--weighting", "worst_group"), ("--conditioning", "adapter")],
+    [(), ("--alpha", 0, "--weighting", "worst_group"), ("--conditioning", "prompt+adapter")],
     ids=["plain", "group", "adapter"],
 )
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(
