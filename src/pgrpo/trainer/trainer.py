@@ -34,6 +34,7 @@ from trl import GRPOTrainer
 from pgrpo.core import AdvantageEngine, segment_moments
 from pgrpo.core.labels import GroupLabels
 from pgrpo.trainer.config import PGRPOConfig
+from pgrpo.trainer.cpu import CPUFastPath
 from pgrpo.trainer.sampler import GroupBalancedSampler
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def check_group_column(dataset: Any, group_column: str, name: str) -> None:
             raise ValueError(f"{name} column {group_column!r}: {error}") from error
 
 
-class PGRPOTrainer(GRPOTrainer):
+class PGRPOTrainer(CPUFastPath, GRPOTrainer):
     """Drop-in ``GRPOTrainer`` whose advantages come from a preference-group history.
 
     Takes exactly ``GRPOTrainer``'s arguments, with ``args`` a :class:`PGRPOConfig`.
