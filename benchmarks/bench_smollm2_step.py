@@ -1,6 +1,6 @@
 """Where one SmolLM2-135M + LoRA GRPO step goes on a CPU, part by part, before and after the CPU fast path.
 
-    PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/bench_smollm2_step.py [--rounds 3 --steps 2]
+    PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/bench_smollm2_step.py [--steps 4] [--kinds before,after]
 
 The step is a real ``PGRPOTrainer`` step built as ``pgrpo train --task reviews --model_name_or_path smollm2
 --use_peft --lora_r 16`` builds it (chat prompts, LoRA through TRL/PEFT), 8 prompts x 4 completions x 32 tokens.
