@@ -12,6 +12,7 @@ from pgrpo.cli import main
 from pgrpo.experiments.bench.plan import BenchArguments, planned_runs
 
 GPU_HEADLINE = Path(__file__).resolve().parents[2] / "configs" / "bench" / "gpu_headline.yaml"
+SMOLLM2_CPU = GPU_HEADLINE.with_name("smollm2_cpu.yaml")
 
 
 def test_gpu_headline_plans_the_comparison_with_longer_training(tmp_path: Path) -> None:
@@ -19,6 +20,18 @@ def test_gpu_headline_plans_the_comparison_with_longer_training(tmp_path: Path) 
     runs = planned_runs(BenchArguments(**{**settings, "out": str(tmp_path)}))
     assert len(runs) == 3 * 5 * 10  # tasks x variants x seeds
     assert {run.flags["max_steps"] for run in runs} == {200}
+    sampled = [run for run in runs if run.flags.get("group_sampling_alpha") == 0.0]
+    assert {run.flags.get("group_labels", "task") for run in sampled} == {"task", "random"}
+
+
+def test_smollm2_cpu_plans_lora_runs_of_the_measured_size(tmp_path: Path) -> None:
+    settings = yaml.safe_load(SMOLLM2_CPU.read_text())
+    runs = planned_runs(BenchArguments(**{**settings, "out": str(tmp_path)}))
+    assert len(runs) == 4 * 5 and settings["jobs"] == 2  # variants x seeds, two at a time on two cores
+    for run in runs:
+        assert run.flags["model_name_or_path"] == "smollm2" and run.flags["use_peft"] is True
+        assert (run.flags["lora_r"], run.flags["max_completion_length"], run.flags["max_steps"]) == (16, 32, 10)
+        assert run.flags["per_device_train_batch_size"] == 8 * 4  # 8 prompts x 4 completions: the benchmarked step
     sampled = [run for run in runs if run.flags.get("group_sampling_alpha") == 0.0]
     assert {run.flags.get("group_labels", "task") for run in sampled} == {"task", "random"}
 

@@ -42,6 +42,7 @@ from pgrpo.core.conditioning import PromptConditioning, uses_adapter
 from pgrpo.core.labels import GroupLabels
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
 from pgrpo.trainer.config import PGRPOConfig
+from pgrpo.trainer.cpu import CPUFastPath
 from pgrpo.trainer.sampler import GroupBalancedSampler
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def check_group_column(dataset: Any, group_column: str, name: str) -> None:
             raise ValueError(f"{name} column {group_column!r}: {error}") from error
 
 
-class PGRPOTrainer(GRPOTrainer):
+class PGRPOTrainer(CPUFastPath, GRPOTrainer):
     """Drop-in ``GRPOTrainer`` whose advantages come from a preference-group history.
 
     Takes exactly ``GRPOTrainer``'s arguments, with ``args`` a :class:`PGRPOConfig`.
