@@ -165,3 +165,10 @@ def test_a_changed_regime_is_refused_and_its_record_kept(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="personas:anonymous is no longer what its runs"):
         record_regimes(args)
     assert path.read_text() == before
+
+
+def test_regime_variants_replace_each_regimes_own_and_tasks_none_runs_no_task_defaults() -> None:
+    args = bench_args(tasks=["none"], regimes=["personas:anonymous", "personas:G=8"], regime_variants=["grpo", "pgrpo"])
+    runs = [str(run.run_dir) for run in planned_runs(args)]
+    assert runs == [f"b/runs/regimes/{regime}/{variant}/seed0" for regime in ("personas-anonymous", "personas-G_8")
+                    for variant in ("grpo", "pgrpo")]  # fmt: skip

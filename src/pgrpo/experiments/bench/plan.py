@@ -16,6 +16,7 @@ being an error too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from pgrpo.experiments.bench.variants import (
 )
 from pgrpo.tasks.registry import check_options, find_task, task_directory_name
 
-NO_REGIMES = "none"
+NO_REGIMES = NO_TASKS = "none"
 REGIMES_HELP = f"Regimes, each with its own variants, from: {', '.join(REGIMES)}; {NO_REGIMES!r} for none."
 # `pgrpo train` flags that the bench sets for every run -> how to change them
 BENCH_SETS = {
@@ -53,7 +54,10 @@ class BenchArguments:
     out: str = field(default="runs/bench", metadata={"help": "Bench directory (runs/, report.md, figures)."})
     tasks: list[str] = field(
         default_factory=lambda: ["personas", "movielens", "reviews"],
-        metadata={"help": "Tasks: names, package.module:function or path/to/file.py:function (as `pgrpo train`)."},
+        metadata={
+            "help": "Tasks: names, package.module:function or path/to/file.py:function (as `pgrpo train`); "
+            "none for none."
+        },
     )
     variants: list[str] = field(
         default_factory=lambda: list(PERSONALIZATION_VARIANTS),
@@ -65,6 +69,10 @@ class BenchArguments:
     regimes: list[str] = field(
         default_factory=lambda: list(PERSONALIZATION_REGIMES),
         metadata={"help": REGIMES_HELP.replace("%", "%%")},  # argparse formats help with %
+    )
+    regime_variants: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Variants run in every selected regime instead of each regime's own (default: its own)."},
     )
     seeds: int = field(default=10, metadata={"help": "Seeds of every (task or regime, variant): 0..seeds-1."})
     specialist_seeds: int = field(
@@ -115,7 +123,8 @@ def selected_regimes(args: BenchArguments) -> list[Regime]:
         return []
     if unknown := [name for name in args.regimes if name not in REGIMES]:
         raise ValueError(f"Unknown regime(s) {unknown}; choose from {', '.join(REGIMES)}, or {NO_REGIMES!r}.")
-    return [REGIMES[name] for name in args.regimes]
+    chosen = tuple(args.regime_variants)
+    return [dataclasses.replace(REGIMES[name], variants=chosen or REGIMES[name].variants) for name in args.regimes]
 
 
 def train_options(args: BenchArguments, regimes: list[Regime]) -> dict[str, Any]:
@@ -202,7 +211,9 @@ def planned_runs(args: BenchArguments) -> list[PlannedRun]:
     options = train_options(args, regimes)
     root = Path(args.out) / "runs"
     settings: list[tuple[Path, str, Regime | None, tuple[str, ...]]] = [
-        (root / "matrix" / task_directory_name(task), task, None, tuple(args.variants)) for task in args.tasks
+        (root / "matrix" / task_directory_name(task), task, None, tuple(args.variants))
+        for task in args.tasks
+        if task != NO_TASKS
     ] + [(root / "regimes" / regime.directory, regime.task, regime, regime.variants) for regime in regimes]
     runs = []
     for seed in range(max(args.seeds, args.specialist_seeds)):
