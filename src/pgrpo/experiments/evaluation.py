@@ -163,35 +163,16 @@ def evaluate_policy(
     sampled_prompts = [p for p in prompts for _ in range(samples)]
     sampled_route = route and [label for label in route for _ in range(samples)]
     sampled = generate_completions(
-        model,
-        tokenizer,
-        sampled_prompts,
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        chat=chat,
-        groups=sampled_route,
+        model, tokenizer, sampled_prompts, max_new_tokens, True, chat=chat, groups=sampled_route
     )
     model_inputs = [as_model_input(tokenizer, prompt, chat) for prompt in prompts]
     greedy_reward = score(task, rows, greedy, prompts)
     sampled_reward = score(task, sampled_rows, sampled, sampled_prompts)
     sampled_groups = [row[group_column] for row in sampled_rows]
-    per_group_sampled = group_means(sampled_groups, sampled_reward)
-    per_group_greedy = group_means(groups, greedy_reward)
-    shares = pd.Series(task.train_dataset[group_column]).astype(str).value_counts(normalize=True).to_dict()
-    majority = max(per_group_sampled, key=lambda g: shares.get(g, 0.0))
-    minority = min(per_group_sampled, key=lambda g: shares.get(g, 0.0))
     results: dict[str, Any] = {
         "num_prompts": len(rows),
-        "per_group_prompts": dict(sorted(Counter(map(str, groups)).items())),
-        "train_shares": dict(sorted(shares.items())),
+        **group_rewards(task, group_column, groups, greedy_reward, sampled_groups, sampled_reward),
         "samples_per_prompt": samples,
-        "reward_sampled": _mean(sampled_reward),
-        "reward_greedy": _mean(greedy_reward),
-        "per_group_sampled": per_group_sampled,
-        "per_group_greedy": per_group_greedy,
-        "worst_group_sampled": min(per_group_sampled.values()),
-        "worst_group_greedy": min(per_group_greedy.values()),
-        "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority],
         "perplexity": perplexity(model, tokenizer, model_inputs, route),
         "examples": [
             {"group": str(g), "prompt": p, "greedy": c}
@@ -205,6 +186,34 @@ def evaluate_policy(
         results["perplexity_initial"] = perplexity(reference, tokenizer, model_inputs)
     model.train(was_training)
     return results
+
+
+def group_rewards(
+    task: Task,
+    group_column: str,
+    groups: list[Any],
+    greedy_reward: list[float],
+    sampled_groups: list[Any],
+    sampled_reward: list[float],
+) -> dict[str, Any]:
+    """Held-out rewards overall and per group (greedy and sampled), the worst group, the majority-minority gap, and
+    the groups' train shares (the weights of the train-mix reward)."""
+    per_group_sampled = group_means(sampled_groups, sampled_reward)
+    per_group_greedy = group_means(groups, greedy_reward)
+    shares = pd.Series(task.train_dataset[group_column]).astype(str).value_counts(normalize=True).to_dict()
+    majority = max(per_group_sampled, key=lambda g: shares.get(g, 0.0))
+    minority = min(per_group_sampled, key=lambda g: shares.get(g, 0.0))
+    return {
+        "per_group_prompts": dict(sorted(Counter(map(str, groups)).items())),
+        "train_shares": dict(sorted(shares.items())),
+        "reward_sampled": _mean(sampled_reward),
+        "reward_greedy": _mean(greedy_reward),
+        "per_group_sampled": per_group_sampled,
+        "per_group_greedy": per_group_greedy,
+        "worst_group_sampled": min(per_group_sampled.values()),
+        "worst_group_greedy": min(per_group_greedy.values()),
+        "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority],
+    }
 
 
 def _mean(values: list[float]) -> float:
