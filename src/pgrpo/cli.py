@@ -22,24 +22,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
-
-@dataclass(frozen=True)
-class Command:
-    """One subcommand: dataclasses of options parsed by ``TrlParser``, then ``run(*parsed) -> exit code``.
-
-    defaults:   called at parse time for parser defaults that differ from the dataclasses' own.
-    positional: fields that may also be given as leading bare arguments (``pgrpo report DIR`` = ``--bench_dir DIR``).
-    """
-
-    arguments: tuple[type, ...]
-    run: Callable[..., int]
-    defaults: Callable[[], dict[str, Any]] | None = None
-    positional: tuple[str, ...] = ()
-
+from pgrpo.command import Command, run_command
 
 # name -> ("module:attribute" of its Command, one-line help); a module is imported only when its command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -60,28 +45,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "preference groups from user features: fit k-means, label new users (assign)",
     ),
 }
-
-
-def leading_positionals_as_flags(argv: Sequence[str], names: Sequence[str]) -> list[str]:
-    """``["a", "b", "--x", "1"]`` with names ``("p", "q")`` -> ``["--p", "a", "--q", "b", "--x", "1"]``."""
-    argv = list(argv)
-    flags: list[str] = []
-    for name in names:
-        if not argv or argv[0].startswith("-"):
-            break
-        flags += [f"--{name}", argv.pop(0)]
-    return flags + argv
-
-
-def run_command(name: str, command: Command, argv: Sequence[str]) -> int:
-    """Parse ``argv`` into the command's dataclasses (``--help`` exits here) and run it."""
-    from trl import TrlParser
-
-    parser = TrlParser(command.arguments, prog=f"pgrpo {name}")
-    if command.defaults is not None:
-        parser.set_defaults(**command.defaults())
-    parsed = parser.parse_args_and_config(leading_positionals_as_flags(argv, command.positional))
-    return command.run(*parsed)
 
 
 def load_command(name: str) -> Command:

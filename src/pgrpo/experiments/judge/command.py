@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgrpo.cli import Command
+from pgrpo.command import Command
 from pgrpo.experiments.judge.llm import METHODS, LLMJudge, judge_pairs
 from pgrpo.experiments.judge.runs import generate_for_run, run_task_spec, same_task_spec
 from pgrpo.experiments.judge.tally import tally_by_group
