@@ -6,10 +6,12 @@ and labels TRL gathered; expected GRPO behaviour comes from TRL's own ``GRPOTrai
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -252,7 +254,14 @@ def test_trl_version_pin_is_enforced_and_matches_the_package_metadata() -> None:
     assert SpecifierSet(declared.removeprefix("trl")) == SUPPORTED_TRL
 
 
-def test_overridden_private_trl_methods_exist_and_are_overridden() -> None:
-    for name in OVERRIDDEN_TRL_METHODS:
-        assert callable(getattr(GRPOTrainer, name, None)), f"GRPOTrainer.{name} is gone: port PGRPOTrainer"
-        assert name in PGRPOTrainer.__dict__
+def parameters(function: Any) -> list[tuple[str, str, Any]]:
+    return [(p.name, p.kind.name, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def test_overridden_private_trl_methods_keep_trls_parameters() -> None:
+    for name, recorded in OVERRIDDEN_TRL_METHODS.items():
+        trl_method = getattr(GRPOTrainer, name, None)
+        assert callable(trl_method), f"GRPOTrainer.{name} is gone: port PGRPOTrainer"
+        assert name in PGRPOTrainer.__dict__, f"PGRPOTrainer no longer overrides {name}"
+        assert parameters(PGRPOTrainer.__dict__[name]) == parameters(trl_method), f"{name}: TRL's parameters changed"
+        assert tuple(inspect.signature(trl_method).parameters) == recorded, f"{name}: update OVERRIDDEN_TRL_METHODS"
