@@ -37,6 +37,8 @@ def test_train_writes_a_complete_run_directory(toy_model_dir: str, tmp_path: Pat
     assert evaluation["num_prompts"] == 7 and len(evaluation["per_group_sampled"]) == 7
     assert evaluation["per_group_prompts"] == {name: 1 for name in evaluation["per_group_sampled"]}
     assert math.isfinite(evaluation["kl_to_initial"]) and evaluation["perplexity"] > 1
+    task = build_task("personas", seed=0)
+    assert evaluation["train_shares"] == pytest.approx({str(g.name): g.share for g in task.groups})
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 2 and not summary["resumed"]
     assert (run_dir / "final" / "config.json").exists() and (run_dir / "checkpoints").is_dir()

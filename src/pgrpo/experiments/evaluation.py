@@ -158,6 +158,7 @@ def evaluate_policy(
         "worst_group_sampled": min(per_group_sampled.values()),
         "worst_group_greedy": min(per_group_greedy.values()),
         "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority],
+        "train_shares": dict(sorted(shares.items())),
         "perplexity": perplexity(model, tokenizer, model_inputs),
         "examples": [
             {"group": str(g), "prompt": p, "greedy": c}

@@ -65,8 +65,9 @@ RANDOM_LABEL_METRICS = (OVERALL, WORST)
 
 
 def train_shares(run_dir: Path, cache: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Share of each task group (as a string, like eval.json's keys) among the run's task's train prompts; empty for
-    a run directory without config.yaml (not made by `pgrpo train`)."""
+    """Share of each task group (as a string, like eval.json's keys) among the run's task's train prompts, rebuilt
+    from the task, for run directories made before eval.json recorded them; empty for a run directory without
+    config.yaml (not made by `pgrpo train`)."""
     from pgrpo.tasks import build_task
 
     if not (run_dir / "config.yaml").is_file():
@@ -132,7 +133,7 @@ def collect(root: Path) -> dict[str, Setting]:
     for summary in sorted(root.glob("*/*/*/seed*/summary.json")):
         run_dir = summary.parent
         kind, variant, run = run_dir.parts[-4], run_dir.parts[-2], load_run(run_dir)
-        run["train_shares"] = train_shares(run_dir, shares)
+        run["train_shares"] = run["eval"].get("train_shares") or train_shares(run_dir, shares)
         if kind == "matrix":
             setting = Setting(run["task"], run["task"], "task")
         elif kind == "regimes":
