@@ -4,7 +4,7 @@
     pgrpo train --config my_run.yaml --learning_rate 5e-4                   # YAML + flags, as TRL's scripts
     pgrpo train --task clothing_task.py:build --task_options '{"num_reviews": 500}'  # docs/own_task.md
     pgrpo tasks [--task SPEC]                                               # tasks, their options and defaults
-    pgrpo demo                                                              # GRPO vs P-GRPO, < 2 min on CPU
+    pgrpo demo                                                              # GRPO vs P-GRPO, 1-4 min on 2 CPU cores
     pgrpo bench --config configs/bench.yaml                                 # the experiment matrix
     pgrpo report runs/bench                                                 # tables + figures of a bench
     pgrpo judge runs/a runs/b [--judge llm --llm_url URL --llm_model NAME]  # per-group win rate of A over B
@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("pgrpo.tasks.registry:LIST", "the tasks (built-in and installed) with their options and defaults"),
     "demo": (
         "pgrpo.experiments.bench.commands:DEMO",
-        "GRPO vs P-GRPO on personas with the tiny policy, in about a minute",
+        "GRPO vs P-GRPO on personas with the tiny policy, 1-4 minutes on 2 CPU cores",
     ),
     "bench": (
         "pgrpo.experiments.bench.commands:BENCH",
