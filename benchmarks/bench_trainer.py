@@ -24,6 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from pgrpo.testing import build_toy_model_dir, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
+from pgrpo.trainer.config import CHECKPOINTING_FIELD
 
 CONFIG = {
     "per_device_train_batch_size": 32,
@@ -31,7 +32,7 @@ CONFIG = {
     "max_completion_length": 16,
     "use_cpu": True,
     "bf16": False,
-    "gradient_checkpointing": False,
+    CHECKPOINTING_FIELD: False,
     "report_to": "none",
     "logging_steps": 1,
     "learning_rate": 0.0,  # the policy stays fixed, so both trainers generate the same completions

@@ -98,6 +98,7 @@ def run(args: argparse.Namespace, output_dir: Path) -> None:
 
     from pgrpo.core import AdvantageEngine
     from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
+    from pgrpo.trainer.config import CHECKPOINTING_FIELD
     from pgrpo.trainer.trainer import STATS_FILE, load_group_stats
 
     if not args.cpu and not torch.cuda.is_available():
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace, output_dir: Path) -> None:
         temperature=1.0,
         use_cpu=args.cpu,
         bf16=not args.cpu,
-        gradient_checkpointing=False,
+        **{CHECKPOINTING_FIELD: False},
         use_vllm=use_vllm,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=0.3,

@@ -4,7 +4,7 @@
     pgrpo train --config my_run.yaml --learning_rate 5e-4                   # YAML + flags, as TRL's scripts
     pgrpo train --task clothing_task.py:build --task_options '{"num_reviews": 500}'  # docs/own_task.md
     pgrpo tasks [--task SPEC]                                               # tasks, their options and defaults
-    pgrpo demo                                                              # GRPO vs P-GRPO, < 2 min on CPU
+    pgrpo demo                                                              # GRPO vs P-GRPO, 1-4 min on 2 CPU cores
     pgrpo bench --config configs/bench.yaml                                 # the experiment matrix
     pgrpo report runs/bench                                                 # tables + figures of a bench
     pgrpo judge runs/a runs/b [--judge llm --llm_url URL --llm_model NAME]  # per-group win rate of A over B
@@ -22,24 +22,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
-
-@dataclass(frozen=True)
-class Command:
-    """One subcommand: dataclasses of options parsed by ``TrlParser``, then ``run(*parsed) -> exit code``.
-
-    defaults:   called at parse time for parser defaults that differ from the dataclasses' own.
-    positional: fields that may also be given as leading bare arguments (``pgrpo report DIR`` = ``--bench_dir DIR``).
-    """
-
-    arguments: tuple[type, ...]
-    run: Callable[..., int]
-    defaults: Callable[[], dict[str, Any]] | None = None
-    positional: tuple[str, ...] = ()
-
+from pgrpo.command import Command, run_command
 
 # name -> ("module:attribute" of its Command, one-line help); a module is imported only when its command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("pgrpo.tasks.registry:LIST", "the tasks (built-in and installed) with their options and defaults"),
     "demo": (
         "pgrpo.experiments.bench.commands:DEMO",
-        "GRPO vs P-GRPO on personas with the tiny policy, in about a minute",
+        "GRPO vs P-GRPO on personas with the tiny policy, 1-4 minutes on 2 CPU cores",
     ),
     "bench": (
         "pgrpo.experiments.bench.commands:BENCH",
@@ -61,28 +46,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "preference groups from user features: fit k-means, label new users (assign)",
     ),
 }
-
-
-def leading_positionals_as_flags(argv: Sequence[str], names: Sequence[str]) -> list[str]:
-    """``["a", "b", "--x", "1"]`` with names ``("p", "q")`` -> ``["--p", "a", "--q", "b", "--x", "1"]``."""
-    argv = list(argv)
-    flags: list[str] = []
-    for name in names:
-        if not argv or argv[0].startswith("-"):
-            break
-        flags += [f"--{name}", argv.pop(0)]
-    return flags + argv
-
-
-def run_command(name: str, command: Command, argv: Sequence[str]) -> int:
-    """Parse ``argv`` into the command's dataclasses (``--help`` exits here) and run it."""
-    from trl import TrlParser
-
-    parser = TrlParser(command.arguments, prog=f"pgrpo {name}")
-    if command.defaults is not None:
-        parser.set_defaults(**command.defaults())
-    parsed = parser.parse_args_and_config(leading_positionals_as_flags(argv, command.positional))
-    return command.run(*parsed)
 
 
 def load_command(name: str) -> Command:

@@ -14,6 +14,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from pgrpo.tasks.base import Task, task_from_dataset
+from pgrpo.trainer.config import CHECKPOINTING_FIELD
 
 # GRPOConfig/PGRPOConfig arguments for tiny deterministic CPU runs in tests.
 CPU_ARGS: dict[str, object] = {
@@ -22,7 +23,7 @@ CPU_ARGS: dict[str, object] = {
     "max_completion_length": 6,
     "use_cpu": True,
     "bf16": False,
-    "gradient_checkpointing": False,
+    CHECKPOINTING_FIELD: False,
     "report_to": "none",
     "logging_steps": 1,
     "learning_rate": 1e-2,

@@ -195,6 +195,18 @@ def test_report_writes_results_tables_and_figures(bench_dir: Path) -> None:
         assert f"]({figure})" in report
 
 
+def test_report_takes_the_train_shares_recorded_in_eval_json(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs/matrix/a/grpo/seed0"
+    write_run(run_dir, "a", "grpo", 0, 0.5, 0.2)
+    (run_dir / "config.yaml").write_text("run: {task: no_such_task}\n")  # rebuilding this task would fail
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["eval"]["train_shares"] = {"g1": 0.25, "g2": 0.75}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run,) = collect(tmp_path / "runs")["a"].runs["grpo"]
+    assert run["train_shares"] == {"g1": 0.25, "g2": 0.75}
+    assert train_mix_reward(run) == pytest.approx(0.25 * 0.2 + 0.75 * 0.8)
+
+
 def test_train_mix_reward_weighs_the_groups_by_their_train_shares() -> None:
     run = {"eval": {"per_group_sampled": {"big": 0.8, "small": 0.2}}, "train_shares": {"big": 0.9, "small": 0.1}}
     assert train_mix_reward(run) == pytest.approx(0.9 * 0.8 + 0.1 * 0.2)  # vs 0.5 for the balanced held-out mean

@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> None:
         data_seed=args.seed,
         use_cpu=True,
         bf16=False,
-        gradient_checkpointing=False,
         report_to="none",
         logging_steps=1,
         disable_tqdm=True,

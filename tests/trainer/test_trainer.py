@@ -6,10 +6,12 @@ and labels TRL gathered; expected GRPO behaviour comes from TRL's own ``GRPOTrai
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from trl import GRPOConfig, GRPOTrainer
 from pgrpo.core import ESTIMATORS
 from pgrpo.testing import CPU_ARGS, toy_dataset, toy_reward
 from pgrpo.trainer import OVERRIDDEN_TRL_METHODS, SUPPORTED_TRL, PGRPOConfig, PGRPOTrainer, check_trl_version
+from pgrpo.trainer.config import CHECKPOINTING_FIELD
 from pgrpo.trainer.trainer import STATS_FILE
 from tests.core.reference import advantage_reference, history_reference
 
@@ -229,15 +232,16 @@ def test_device_defaults_follow_the_machine(tmp_path: Path, monkeypatch: pytest.
     cpu = PGRPOConfig(output_dir=str(tmp_path))
     assert (cpu.bf16, cpu.gradient_checkpointing) == (False, False)  # TRL's defaults are True, True
     kept = PGRPOConfig(output_dir=str(tmp_path), gradient_checkpointing=True)
-    assert kept.gradient_checkpointing and kept.activation_checkpointing
+    assert kept.gradient_checkpointing and getattr(kept, CHECKPOINTING_FIELD)
     # There is no GPU here: pretend a bf16-capable one for the defaults only (the one thing mocked here).
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     for use_cpu, expected in ((False, (True, True)), (True, (False, False))):
-        cpu.bf16 = cpu.gradient_checkpointing = cpu.activation_checkpointing = None
+        cpu.bf16 = cpu.gradient_checkpointing = None
+        setattr(cpu, CHECKPOINTING_FIELD, None)
         cpu.use_cpu = use_cpu
         cpu.resolve_device_defaults()
-        assert (cpu.bf16, cpu.activation_checkpointing) == expected
+        assert (cpu.bf16, getattr(cpu, CHECKPOINTING_FIELD)) == expected
 
 
 def test_trl_version_pin_is_enforced_and_matches_the_package_metadata() -> None:
@@ -250,7 +254,14 @@ def test_trl_version_pin_is_enforced_and_matches_the_package_metadata() -> None:
     assert SpecifierSet(declared.removeprefix("trl")) == SUPPORTED_TRL
 
 
-def test_overridden_private_trl_methods_exist_and_are_overridden() -> None:
-    for name in OVERRIDDEN_TRL_METHODS:
-        assert callable(getattr(GRPOTrainer, name, None)), f"GRPOTrainer.{name} is gone: port PGRPOTrainer"
-        assert name in PGRPOTrainer.__dict__
+def parameters(function: Any) -> list[tuple[str, str, Any]]:
+    return [(p.name, p.kind.name, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def test_overridden_private_trl_methods_keep_trls_parameters() -> None:
+    for name, recorded in OVERRIDDEN_TRL_METHODS.items():
+        trl_method = getattr(GRPOTrainer, name, None)
+        assert callable(trl_method), f"GRPOTrainer.{name} is gone: port PGRPOTrainer"
+        assert name in PGRPOTrainer.__dict__, f"PGRPOTrainer no longer overrides {name}"
+        assert parameters(PGRPOTrainer.__dict__[name]) == parameters(trl_method), f"{name}: TRL's parameters changed"
+        assert tuple(inspect.signature(trl_method).parameters) == recorded, f"{name}: update OVERRIDDEN_TRL_METHODS"

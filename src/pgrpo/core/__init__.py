@@ -13,6 +13,7 @@ from pgrpo.core.estimators import (
     register_estimator,
 )
 from pgrpo.core.histories import HISTORY_KINDS
+from pgrpo.core.metrics import group_metrics
 from pgrpo.core.sampling import group_balanced_probabilities, sample_group_balanced
 from pgrpo.core.segments import segment_moments
 from pgrpo.core.stats import GroupRewardTracker
@@ -32,6 +33,7 @@ __all__ = [
     "WeightingBatch",
     "get_estimator",
     "group_balanced_probabilities",
+    "group_metrics",
     "prompt_moments",
     "register_estimator",
     "register_weighting",

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from pgrpo.cli import Command
+from pgrpo.command import Command
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter, uses_prompt
 from pgrpo.experiments.evaluation import policy_prompt
 from pgrpo.experiments.runs import task_build

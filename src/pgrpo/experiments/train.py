@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from pgrpo.cli import Command
+from pgrpo.command import Command
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.labels import LABEL_SOURCES, with_labels

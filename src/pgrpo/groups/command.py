@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pgrpo.cli import Command
+from pgrpo.command import Command
 from pgrpo.groups.discovery import GroupDiscovery, check_model_dir
 from pgrpo.groups.tables import check_output, read_table, write_with_column
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pgrpo.cli import Command
+from pgrpo.command import Command
 from pgrpo.tasks.base import TASKS, Task, TaskBuilder
 
 ENTRY_POINT_GROUP = "pgrpo.tasks"

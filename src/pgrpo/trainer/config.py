@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
+from transformers import TrainingArguments
 from trl import GRPOConfig
 
 from pgrpo.core import ESTIMATORS, HISTORY_KINDS, UPDATE_ORDERS, WEIGHTINGS, EngineOptions
@@ -18,6 +19,14 @@ from pgrpo.core.conditioning import (
     validate_conditioning,
 )
 from pgrpo.core.sampling import validate_alpha
+
+# The TrainingArguments field that turns activation recomputation on: transformers 5.23 renamed
+# `gradient_checkpointing` to `activation_checkpointing` (the old name still works there, with a FutureWarning).
+CHECKPOINTING_FIELD = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in {f.name for f in fields(TrainingArguments)}
+    else "gradient_checkpointing"
+)
 
 
 @dataclass
@@ -163,8 +172,8 @@ class PGRPOConfig(GRPOConfig):
         gpu = torch.cuda.is_available() and not self.use_cpu
         if self.bf16 is None:
             self.bf16 = gpu and not self.fp16 and torch.cuda.is_bf16_supported()
-        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
-            self.activation_checkpointing = gpu
+        if self.gradient_checkpointing is None and getattr(self, CHECKPOINTING_FIELD) is None:
+            setattr(self, CHECKPOINTING_FIELD, gpu)
 
     def validate_adapter_options(self) -> None:
         """Adapter conditioning: positive LoRA settings, generation in this process, DDP tolerating unused adapters."""

@@ -37,7 +37,7 @@ from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
-from pgrpo.core import AdvantageEngine, segment_moments
+from pgrpo.core import AdvantageEngine, group_metrics
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter
 from pgrpo.core.labels import GroupLabels
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
@@ -181,33 +181,18 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
         self, mode: str, rewards: torch.Tensor, advantages: torch.Tensor, groups: Sequence[Any]
     ) -> None:
         """Per-group reward, advantage and history statistics of this batch, plus the worst group's reward."""
-        tracker = self.advantage_engine.tracker
-        group_index = tracker.encode(groups, add=False)
-        present, batch_index = torch.unique(group_index, return_inverse=True)
-        num_present = len(present)
-        reward_mean, reward_std, reward_count = segment_moments(rewards, batch_index, num_present)
-        advantage_mean, advantage_std, _ = segment_moments(advantages, batch_index, num_present)
-        metrics = self._metrics[mode]
-        if bool((reward_count > 0).any()):  # a group whose rewards are all missing has no mean to compare
-            metrics["group/worst_reward_mean"].append(reward_mean[reward_count > 0].min().item())
-        metrics["group/num_groups"].append(float(tracker.num_groups))
-        if tracker.num_groups > self.args.max_logged_groups:
-            return
-        history_std = tracker.std(self.args.unbiased_history_std)
-        loss_weights = self.advantage_engine.group_weights if self.args.group_weighting != "none" else None
-        for i, index in enumerate(present.tolist()):
-            label = tracker.labels[index] if index >= 0 else "unseen"
-            prefix = f"group/{label}"
-            metrics[f"{prefix}/reward_mean"].append(reward_mean[i].item())
-            metrics[f"{prefix}/reward_std"].append(reward_std[i].item())
-            metrics[f"{prefix}/advantage_mean"].append(advantage_mean[i].item())
-            metrics[f"{prefix}/advantage_std"].append(advantage_std[i].item())
-            if index >= 0:
-                metrics[f"{prefix}/history_mean"].append(tracker.mean[index].item())
-                metrics[f"{prefix}/history_std"].append(history_std[index].item())
-                metrics[f"{prefix}/history_count"].append(tracker.count[index].item())
-                if loss_weights is not None:
-                    metrics[f"{prefix}/loss_weight"].append(loss_weights[index].item())
+        weights = self.advantage_engine.group_weights if self.args.group_weighting != "none" else None
+        values = group_metrics(
+            rewards,
+            advantages,
+            groups,
+            self.advantage_engine.tracker,
+            self.args.unbiased_history_std,
+            weights,
+            self.args.max_logged_groups,
+        )
+        for name, value in values.items():
+            self._metrics[mode][name].append(value)
 
     # --------------------------------------------------------------- group adapters
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,

@@ -10,7 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pgrpo.cli import Command
+from pgrpo.command import Command
 from pgrpo.experiments.bench.execution import execute, prebuild
 from pgrpo.experiments.bench.plan import NO_REGIMES, BenchArguments, planned_runs, record_regimes, task_builds
 from pgrpo.experiments.bench.report import write_report

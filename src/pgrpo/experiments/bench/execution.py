@@ -57,7 +57,8 @@ def start_worker() -> None:
 
 def run_in_worker(run_dir: str, argv: list[str]) -> tuple[str, bool]:
     """``pgrpo train --run_dir run_dir <argv>`` in this process, its output (file descriptors 1 and 2) in the log."""
-    from pgrpo.cli import main
+    from pgrpo.command import run_command
+    from pgrpo.experiments.train import TRAIN
 
     log_path = Path(f"{run_dir}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def run_in_worker(run_dir: str, argv: list[str]) -> tuple[str, bool]:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            ok = main(["train", *argv]) == 0
+            ok = run_command("train", TRAIN, argv) == 0
         except BaseException:  # the run failed; its traceback goes to its log and the bench reports it
             traceback.print_exc()
             ok = False

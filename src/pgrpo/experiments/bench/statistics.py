@@ -71,8 +71,9 @@ RANDOM_LABEL_METRICS = (OVERALL, WORST)
 
 
 def train_shares(run_dir: Path, cache: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Share of each task group (as a string, like eval.json's keys) among the run's task's train prompts; empty for
-    a run directory without config.yaml (not made by `pgrpo train`)."""
+    """Share of each task group (as a string, like eval.json's keys) among the run's task's train prompts, rebuilt
+    from the task, for run directories made before eval.json recorded them; empty for a run directory without
+    config.yaml (not made by `pgrpo train`)."""
     from pgrpo.tasks import build_task
 
     if not (run_dir / "config.yaml").is_file():

@@ -6,13 +6,76 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pgrpo.cli import Command
+from pgrpo.command import Command
 from pgrpo.experiments.judge.llm import METHODS, LLMJudge, judge_pairs
 from pgrpo.experiments.judge.runs import generate_for_run, run_task_spec, same_task_spec
 from pgrpo.experiments.judge.tally import tally_by_group
 from pgrpo.experiments.judge.verdicts import TIE_TOLERANCE, reward_verdict
+
+if TYPE_CHECKING:
+    from pgrpo.tasks.base import Task
+
+
+def _check_options(judge: str, num_prompts: int, samples: int, llm_url: str | None) -> None:
+    if judge not in ("reward", "llm"):
+        raise ValueError(f"judge must be 'reward' or 'llm', got {judge!r}.")
+    if samples < 1 or num_prompts < 1:
+        raise ValueError(f"num_prompts and samples must be >= 1, got {num_prompts} and {samples}.")
+    if judge == "llm" and not llm_url:
+        raise ValueError("The llm judge needs --llm_url (an OpenAI-compatible server, e.g. http://127.0.0.1:8000).")
+
+
+def _judged_pairs(
+    task: Task,
+    rows: list[dict[str, Any]],
+    completions_a: list[str],
+    completions_b: list[str],
+    llm: LLMJudge | None,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One record per row: group, prompt, both completions, their task rewards and verdicts (the reward's, and the
+    LLM's when there is one)."""
+    from pgrpo.experiments.evaluation import score
+
+    prompts = [row["prompt"] for row in rows]
+    rewards_a = score(task, rows, completions_a, prompts)
+    rewards_b = score(task, rows, completions_b, prompts)
+    groups = [str(row[task.group_column]) for row in rows]
+    columns = zip(groups, prompts, completions_a, completions_b, rewards_a, rewards_b, strict=True)
+    pairs = [
+        {"group": g, "prompt": p, "completion_a": ca, "completion_b": cb, "reward_a": ra, "reward_b": rb,
+         "reward_verdict": reward_verdict(ra, rb)}
+        for g, p, ca, cb, ra, rb in columns
+    ]  # fmt: skip
+    if llm is not None:
+        for pair, judgement in zip(pairs, judge_pairs(llm, prompts, completions_a, completions_b, seed), strict=True):
+            pair.update(judgement)
+    else:
+        for pair in pairs:
+            pair["verdict"] = pair["reward_verdict"]
+    return pairs
+
+
+def _llm_metadata(
+    llm: LLMJudge, pairs: list[dict[str, Any]], llm_url: str | None, api_key_env: str, llm_max_tokens: int
+) -> dict[str, Any]:
+    """What the LLM judge was and how often it agreed with the task reward (on the verdicts it gave)."""
+    parsed = [p for p in pairs if p["verdict"] != "unparseable"]
+    return {
+        "llm_url": llm_url,
+        "llm_base_url": llm.base_url,
+        "llm_model": llm.model,
+        "llm_verdict_method": llm.method,
+        "api_key_env": api_key_env,
+        "api_key_used": llm.api_key_used,
+        "llm_max_tokens": llm_max_tokens,
+        "llm_requests": llm.requests,
+        "agreement_with_reward": (
+            sum(p["verdict"] == p["reward_verdict"] for p in parsed) / len(parsed) if parsed else math.nan
+        ),
+    }
 
 
 def judge_runs(
@@ -40,15 +103,10 @@ def judge_runs(
     the judge's raw answer, the order shown and the confidence). With ``out``, also written as JSON.
     ``max_new_tokens`` defaults to the larger ``max_completion_length`` of the two runs (else 32).
     """
-    from pgrpo.experiments.evaluation import balanced_rows, score
+    from pgrpo.experiments.evaluation import balanced_rows
     from pgrpo.tasks import build_task
 
-    if judge not in ("reward", "llm"):
-        raise ValueError(f"judge must be 'reward' or 'llm', got {judge!r}.")
-    if samples < 1 or num_prompts < 1:
-        raise ValueError(f"num_prompts and samples must be >= 1, got {num_prompts} and {samples}.")
-    if judge == "llm" and not llm_url:
-        raise ValueError("The llm judge needs --llm_url (an OpenAI-compatible server, e.g. http://127.0.0.1:8000).")
+    _check_options(judge, num_prompts, samples, llm_url)
     run_a, run_b = Path(run_a), Path(run_b)
     spec_a, spec_b = run_task_spec(run_a), run_task_spec(run_b)
     same_task_spec(spec_a, spec_b, run_a, run_b)
@@ -66,21 +124,8 @@ def judge_runs(
     do_sample = samples > 1
     completions_a = generate_for_run(run_a, prompts, max_new_tokens, do_sample, seed)
     completions_b = generate_for_run(run_b, prompts, max_new_tokens, do_sample, seed)
-    rewards_a = score(task, rows, completions_a, prompts)
-    rewards_b = score(task, rows, completions_b, prompts)
-    groups = [str(row[task.group_column]) for row in rows]
-    columns = zip(groups, prompts, completions_a, completions_b, rewards_a, rewards_b, strict=True)
-    pairs = [
-        {"group": g, "prompt": p, "completion_a": ca, "completion_b": cb, "reward_a": ra, "reward_b": rb,
-         "reward_verdict": reward_verdict(ra, rb)}
-        for g, p, ca, cb, ra, rb in columns
-    ]  # fmt: skip
-    if llm is not None:
-        for pair, judgement in zip(pairs, judge_pairs(llm, prompts, completions_a, completions_b, seed), strict=True):
-            pair.update(judgement)
-    else:
-        for pair in pairs:
-            pair["verdict"] = pair["reward_verdict"]
+    pairs = _judged_pairs(task, rows, completions_a, completions_b, llm, seed)
+    groups = [pair["group"] for pair in pairs]
 
     metadata: dict[str, Any] = {
         "judge": judge,
@@ -97,20 +142,7 @@ def judge_runs(
         "tie_tolerance": TIE_TOLERANCE,
     }
     if llm is not None:
-        parsed = [p for p in pairs if p["verdict"] != "unparseable"]
-        metadata.update(
-            llm_url=llm_url,
-            llm_base_url=llm.base_url,
-            llm_model=llm.model,
-            llm_verdict_method=llm.method,
-            api_key_env=api_key_env,
-            api_key_used=llm.api_key_used,
-            llm_max_tokens=llm_max_tokens,
-            llm_requests=llm.requests,
-            agreement_with_reward=(
-                sum(p["verdict"] == p["reward_verdict"] for p in parsed) / len(parsed) if parsed else math.nan
-            ),
-        )
+        metadata.update(_llm_metadata(llm, pairs, llm_url, api_key_env, llm_max_tokens))
     results = {**tally_by_group(groups, [pair["verdict"] for pair in pairs]), "metadata": metadata, "pairs": pairs}
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

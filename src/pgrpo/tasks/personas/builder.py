@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from datasets import Dataset
 
-from pgrpo.tasks.base import Task, completion_text, register_task
+from pgrpo.tasks.base import RewardFunction, Task, completion_text, register_task
 from pgrpo.tasks.personas.reward import BINARY_THRESHOLD, NOISE_CLIP, score
 from pgrpo.tasks.personas.world import BY_NAME, GENRES, OCCASIONS, PERSONAS, REQUESTS, STYLES, TEMPLATES, Persona
 
@@ -117,6 +117,46 @@ def shares_with(**fixed: float) -> list[float]:
     return [fixed[p.name] if p.name in fixed else next(scaled) for p in PERSONAS]
 
 
+def _split_sizes(
+    shares: Sequence[float], num_train: int, num_eval: int, balanced_eval: bool
+) -> tuple[list[int], list[int]]:
+    """Rows per persona in the train and held-out sets; every persona with a share > 0 needs at least one of each
+    (a persona with share 0 sends no train or held-out prompts)."""
+    present = [share > 0 for share in shares]
+    train_sizes = _counts(shares, num_train)
+    eval_sizes = _counts([float(p) for p in present] if balanced_eval else shares, num_eval)
+    if any(size < 1 for sizes in (train_sizes, eval_sizes) for size, p in zip(sizes, present, strict=True) if p):
+        raise ValueError(
+            f"num_train={num_train} and num_eval={num_eval} leave a persona without rows "
+            f"(train sizes {train_sizes}, eval sizes {eval_sizes}); raise them or the smallest shares."
+        )
+    return train_sizes, eval_sizes
+
+
+def _make_reward(
+    seed: int, scales: Sequence[float], reward_noise: float, binary: bool, min_words: int, max_words: int
+) -> RewardFunction:
+    """The task's TRL reward: :func:`.reward.score` (or its binary cut) x the persona's scale, + clipped noise."""
+    scale_of = {persona.name: scale for persona, scale in zip(PERSONAS, scales, strict=True)}
+    noise_rng = np.random.default_rng([seed, 2])
+
+    def personas_reward(prompts: list, completions: list, group: list[str] | None = None, **_: object) -> list[float]:
+        """Reward (:mod:`.reward`) of each completion for the persona in the aligned ``group`` column."""
+        if group is None:
+            raise ValueError("The personas reward needs the 'group' column; keep it in the dataset passed to TRL.")
+        rewards = np.array([score(completion_text(c), g, min_words, max_words)["reward"] for c, g in
+                            zip(completions, group, strict=True)])  # fmt: skip
+        if binary:
+            rewards = (rewards >= BINARY_THRESHOLD).astype(np.float64)
+        rewards *= np.array([scale_of[g] for g in group])
+        if reward_noise > 0:
+            limit = NOISE_CLIP * reward_noise
+            rewards += np.clip(noise_rng.normal(0.0, reward_noise, len(rewards)), -limit, limit)
+        return rewards.tolist()
+
+    return personas_reward
+
+
 @register_task("personas")
 def build(
     seed: int = 0,
@@ -164,14 +204,7 @@ def build(
     if not 0 < min_words < max_words:
         raise ValueError(f"Need 0 < min_words < max_words, got min_words={min_words}, max_words={max_words}.")
     preferences = _per_persona(sft_preference, "sft_preference", "probability")
-    present = [share > 0 for share in shares]  # a persona with share 0 sends no train or held-out prompts
-    train_sizes = _counts(shares, num_train)
-    eval_sizes = _counts([float(p) for p in present] if balanced_eval else shares, num_eval)
-    if any(size < 1 for sizes in (train_sizes, eval_sizes) for size, p in zip(sizes, present, strict=True) if p):
-        raise ValueError(
-            f"num_train={num_train} and num_eval={num_eval} leave a persona without rows "
-            f"(train sizes {train_sizes}, eval sizes {eval_sizes}); raise them or the smallest shares."
-        )
+    train_sizes, eval_sizes = _split_sizes(shares, num_train, num_eval, balanced_eval)
     config = {
         "seed": seed, "num_train": num_train, "num_eval": num_eval, "shares": shares, "balanced_eval": balanced_eval,
         "reward_scale": scales, "reward_noise": reward_noise, "binary": binary, "min_words": min_words,
@@ -185,23 +218,6 @@ def build(
     evaluation = Dataset.from_dict(_rows(eval_sizes, data_rng, prompt_style))
     by_persona = dict(zip(BY_NAME, preferences, strict=True))
     sft = Dataset.from_dict(_sft_rows(num_sft, by_persona, sft_rng, prompt_style))
-    scale_of = {persona.name: scale for persona, scale in zip(PERSONAS, scales, strict=True)}
-    noise_rng = np.random.default_rng([seed, 2])
-
-    def personas_reward(prompts: list, completions: list, group: list[str] | None = None, **_: object) -> list[float]:
-        """Reward (:mod:`.reward`) of each completion for the persona in the aligned ``group`` column."""
-        if group is None:
-            raise ValueError("The personas reward needs the 'group' column; keep it in the dataset passed to TRL.")
-        rewards = np.array([score(completion_text(c), g, min_words, max_words)["reward"] for c, g in
-                            zip(completions, group, strict=True)])  # fmt: skip
-        if binary:
-            rewards = (rewards >= BINARY_THRESHOLD).astype(np.float64)
-        rewards *= np.array([scale_of[g] for g in group])
-        if reward_noise > 0:
-            limit = NOISE_CLIP * reward_noise
-            rewards += np.clip(noise_rng.normal(0.0, reward_noise, len(rewards)), -limit, limit)
-        return rewards.tolist()
-
     spread = NOISE_CLIP * reward_noise
     return Task(
         name="personas",
@@ -211,7 +227,7 @@ def build(
         ),
         train_dataset=train,
         eval_dataset=evaluation,
-        reward_fn=personas_reward,
+        reward_fn=_make_reward(seed, scales, reward_noise, binary, min_words, max_words),
         group_column="group",
         sft_dataset=sft,
         reward_range=(-spread, max(scales) + spread),

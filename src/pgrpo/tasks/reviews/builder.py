@@ -11,13 +11,75 @@ from datasets import Dataset
 
 from pgrpo.tasks.base import Task, register_task
 from pgrpo.tasks.reviews.data import RATINGS, truncate_review, words
-from pgrpo.tasks.reviews.rating_model import rating_model
+from pgrpo.tasks.reviews.rating_model import RatingModel, rating_model
 from pgrpo.tasks.reviews.reward import SCORES, make_reward
 
 
 def review_prompt(category: str, rating: int) -> str:
     """The task prompt for a review of ``category`` that expresses ``rating`` stars."""
     return f"Category: {category}. Rating: {rating} of 5 stars. Review:"
+
+
+def _draw(rng: np.random.Generator, index: np.ndarray, n: int) -> np.ndarray:
+    """``n`` distinct entries of ``index`` (all of them if fewer), seeded."""
+    return rng.choice(index, size=min(n, len(index)), replace=False)
+
+
+def _prompts(frame: pd.DataFrame, chosen: np.ndarray) -> Dataset:
+    """One prompt per chosen review (in table order): its category and rating, the rating as the group."""
+    rows = frame.iloc[np.sort(chosen)]
+    return Dataset.from_dict(
+        {
+            "prompt": [review_prompt(c, r) for c, r in zip(rows["category"], rows["rating"], strict=True)],
+            "group": rows["rating"].tolist(),
+            "target_rating": rows["rating"].tolist(),
+        }
+    )
+
+
+def _eval_index(model: RatingModel, n_eval: int, balanced: bool, rng: np.random.Generator) -> np.ndarray:
+    """Held-out reviews from the rating model's test split: ``n_eval`` split equally over the ratings, or drawn
+    with their natural shares."""
+    if not balanced:
+        return _draw(rng, model.test_index, n_eval)
+    ratings = model.reviews["rating"].to_numpy()[model.test_index]
+    per_rating = np.diff(np.linspace(0, n_eval, len(RATINGS) + 1).round().astype(int))
+    return np.concatenate(
+        [_draw(rng, model.test_index[ratings == r], n) for r, n in zip(RATINGS, per_rating, strict=True)]
+    )
+
+
+def _warm_start_reviews(
+    model: RatingModel, per_rating: int, max_words: int, min_words: int, rng: np.random.Generator
+) -> Dataset:
+    """Up to ``per_rating`` train reviews per rating, cut to ``max_words`` (those left with ``min_words``)."""
+    pool = model.reviews.iloc[model.train_index]
+    pool = pool.assign(short=pool["text"].map(lambda text: truncate_review(text, max_words)))
+    pool = pool[pool["short"].map(lambda text: len(words(text)) >= min_words)]
+    sft = pd.concat(
+        [
+            rows.iloc[np.sort(rng.choice(len(rows), size=min(per_rating, len(rows)), replace=False))]
+            for _, rows in pool.groupby("rating")
+        ]
+    )
+    return Dataset.from_dict(
+        {
+            "prompt": [review_prompt(c, r) for c, r in zip(sft["category"], sft["rating"], strict=True)],
+            "completion": (" " + sft["short"]).tolist(),
+        }
+    )
+
+
+def _describe(model: RatingModel, train: Dataset, score: str) -> str:
+    shares = pd.Series(train["group"]).value_counts(normalize=True).sort_index()
+    return (
+        f"Review generation ({len(model.reviews)} real reviews): each prompt gives a product category and a target "
+        f"star rating (the preference group), and the completion is the review. The reward is "
+        f"{'1 - |E[rating] - target| / 4' if score == 'expected' else 'p(target rating)'} under a TF-IDF + "
+        f"logistic-regression rating model (held-out accuracy {model.accuracy:.2f}, macro-F1 {model.macro_f1:.2f}), "
+        f"times a quality factor that zeroes empty, short, repetitive, word-salad and gibberish text. "
+        f"Train shares by rating: {'; '.join(f'{k}: {v:.0%}' for k, v in shares.items())}."
+    )
 
 
 @register_task("reviews")
@@ -46,59 +108,16 @@ def build(
     config = dict(locals(), path=None if path is None else str(path))
     if score not in SCORES:
         raise ValueError(f"Unknown score {score!r}; choose one of {', '.join(SCORES)}.")
-    source = None if path is None else str(path)
-    model = rating_model(source, seed, test_fraction, category_field)
+    model = rating_model(None if path is None else str(path), seed, test_fraction, category_field)
     frame = model.reviews  # the table the model was made from, parsed once per process
     rng = np.random.default_rng(seed)
-
-    def draw(index: np.ndarray, n: int) -> np.ndarray:
-        return rng.choice(index, size=min(n, len(index)), replace=False)
-
-    def prompts(chosen: np.ndarray) -> Dataset:
-        rows = frame.iloc[np.sort(chosen)]
-        return Dataset.from_dict(
-            {
-                "prompt": [review_prompt(c, r) for c, r in zip(rows["category"], rows["rating"], strict=True)],
-                "group": rows["rating"].tolist(),
-                "target_rating": rows["rating"].tolist(),
-            }
-        )
-
-    train = prompts(draw(model.train_index, n_train))
-    if balanced_eval:
-        ratings = frame["rating"].to_numpy()[model.test_index]
-        per_rating = np.diff(np.linspace(0, n_eval, len(RATINGS) + 1).round().astype(int))
-        chosen = [draw(model.test_index[ratings == r], n) for r, n in zip(RATINGS, per_rating, strict=True)]
-        evaluation = prompts(np.concatenate(chosen))
-    else:
-        evaluation = prompts(draw(model.test_index, n_eval))
-    pool = frame.iloc[model.train_index]
-    pool = pool.assign(short=pool["text"].map(lambda text: truncate_review(text, sft_words)))
-    pool = pool[pool["short"].map(lambda text: len(words(text)) >= min_words)]
-    sft_rows = [
-        rows.iloc[np.sort(rng.choice(len(rows), size=min(sft_per_rating, len(rows)), replace=False))]
-        for _, rows in pool.groupby("rating")
-    ]
-    sft = pd.concat(sft_rows)
-    sft_dataset = Dataset.from_dict(
-        {
-            "prompt": [review_prompt(c, r) for c, r in zip(sft["category"], sft["rating"], strict=True)],
-            "completion": (" " + sft["short"]).tolist(),
-        }
-    )
+    train = _prompts(frame, _draw(rng, model.train_index, n_train))
+    evaluation = _prompts(frame, _eval_index(model, n_eval, balanced_eval, rng))
+    sft_dataset = _warm_start_reviews(model, sft_per_rating, sft_words, min_words, rng)
     config["rating_model"] = {"accuracy": model.accuracy, "macro_f1": model.macro_f1}
-    shares = pd.Series(train["group"]).value_counts(normalize=True).sort_index()
-    description = (
-        f"Review generation ({len(frame)} real reviews): each prompt gives a product category and a target star "
-        f"rating (the preference group), and the completion is the review. The reward is "
-        f"{'1 - |E[rating] - target| / 4' if score == 'expected' else 'p(target rating)'} under a TF-IDF + "
-        f"logistic-regression rating model (held-out accuracy {model.accuracy:.2f}, macro-F1 {model.macro_f1:.2f}), "
-        f"times a quality factor that zeroes empty, short, repetitive, word-salad and gibberish text. "
-        f"Train shares by rating: {'; '.join(f'{k}: {v:.0%}' for k, v in shares.items())}."
-    )
     return Task(
         name="reviews",
-        description=description,
+        description=_describe(model, train, score),
         train_dataset=train,
         eval_dataset=evaluation,
         reward_fn=make_reward(model, score, min_words),
