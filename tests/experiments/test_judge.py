@@ -42,10 +42,10 @@ MAX_COMPLETION_LENGTH = 24
 NUM_PROMPTS = 14  # two held-out prompts for each of the seven personas
 
 
-def write_run_dir(run_dir: Path, policy_dir: Path) -> Path:
+def write_run_dir(run_dir: Path, policy_dir: Path, **trainer) -> Path:
     """A finished run directory as `pgrpo train` leaves it, as far as the judge reads it: config.yaml + final/."""
     shutil.copytree(policy_dir, run_dir / "final")
-    options = {**CPU_ARGS, "max_completion_length": MAX_COMPLETION_LENGTH}
+    options = {**CPU_ARGS, "max_completion_length": MAX_COMPLETION_LENGTH, **trainer}
     config = PGRPOConfig(output_dir=str(run_dir / "checkpoints"), **options)
     resolved = resolve({"run": RunArguments(task="personas", run_dir=str(run_dir)), "trainer": config})
     (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=True))
@@ -66,13 +66,13 @@ def runs(task: Task, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     }
 
 
-def greedy_rewards(run_dir: Path, task: Task, rows: list[dict]) -> list[float]:
-    """The task reward of the run's greedy completions, each generated and scored here (not by the judge)."""
+def greedy_rewards(run_dir: Path, task: Task, rows: list[dict], prefix: str = "") -> list[float]:
+    """The task reward of the run's greedy completions, each generated and scored here (not by the judge), the
+    prompts given ``prefix.format(group)`` in front."""
     model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
-    completions = generate_completions(
-        model, tokenizer, [row["prompt"] for row in rows], max_new_tokens=MAX_COMPLETION_LENGTH
-    )
+    prompts = [prefix.format(row["group"]) + row["prompt"] for row in rows]
+    completions = generate_completions(model, tokenizer, prompts, max_new_tokens=MAX_COMPLETION_LENGTH)
     return [score(text, row["group"])["reward"] for text, row in zip(completions, rows, strict=True)]
 
 
@@ -102,6 +102,20 @@ def test_reward_judge_counts_what_the_task_reward_says(runs: dict, expected: dic
     meta = results["metadata"]
     assert (meta["task"], meta["decoding"], meta["max_new_tokens"]) == ("personas", "greedy", MAX_COMPLETION_LENGTH)
     assert json.loads(out.read_text())["per_group"] == results["per_group"]
+
+
+def test_a_conditioned_run_answers_each_user_with_its_groups_text(runs: dict, task: Task, tmp_path: Path) -> None:
+    conditioned = write_run_dir(tmp_path / "conditioned", runs["strong"] / "final", group_conditioning="prompt",
+                                group_prompt_template="{group} says:")  # fmt: skip
+    rows = balanced_rows(task.eval_dataset.to_list(), "group", NUM_PROMPTS)
+    with_text = greedy_rewards(conditioned, task, rows, "{} says: ")
+    plain = greedy_rewards(runs["strong"], task, rows)
+    assert with_text != plain  # the text changes the answers, so the counts below can tell
+    results = judge_runs(conditioned, runs["strong"], num_prompts=NUM_PROMPTS)
+    wins = sum(a > b for a, b in zip(with_text, plain, strict=True))
+    losses = sum(b > a for a, b in zip(with_text, plain, strict=True))
+    assert sum(c["wins_a"] for c in results["per_group"].values()) == wins
+    assert sum(c["wins_b"] for c in results["per_group"].values()) == losses
 
 
 def test_swapping_the_runs_swaps_the_counts(runs: dict, expected: dict) -> None:

@@ -122,8 +122,9 @@ def judge_runs(
     rows = [row for row in rows for _ in range(samples)]
     prompts = [row["prompt"] for row in rows]
     do_sample = samples > 1
-    completions_a = generate_for_run(run_a, prompts, max_new_tokens, do_sample, seed)
-    completions_b = generate_for_run(run_b, prompts, max_new_tokens, do_sample, seed)
+    asking = [str(row[task.group_column]) for row in rows]  # the users' own groups
+    completions_a = generate_for_run(run_a, prompts, asking, max_new_tokens, do_sample, seed)
+    completions_b = generate_for_run(run_b, prompts, asking, max_new_tokens, do_sample, seed)
     pairs = _judged_pairs(task, rows, completions_a, completions_b, llm, seed)
     groups = [pair["group"] for pair in pairs]
 

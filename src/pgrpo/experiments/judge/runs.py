@@ -40,12 +40,26 @@ def same_task_spec(spec_a: dict[str, Any], spec_b: dict[str, Any], run_a: Path, 
         )
 
 
-def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int, do_sample: bool, seed: int) -> list[str]:
-    """Completions of the run's final/ policy for ``prompts`` (through its chat template if it has one; seeded)."""
+def generate_for_run(
+    run_dir: Path, prompts: list[str], groups: list[str], max_new_tokens: int, do_sample: bool, seed: int
+) -> list[str]:
+    """Completions of the run's final/ policy for ``prompts`` asked by users of ``groups`` (through its chat template
+    if it has one; seeded). A run trained with group conditioning answers each group as ``pgrpo generate`` does (its
+    text in the prompt, its adapter), group by group; any other run answers all prompts in one go."""
     import torch
 
+    from pgrpo.experiments.generate import generate_for_group, run_config
     from pgrpo.models import generate_completions, load_policy
 
+    if run_config(run_dir)["trainer"].get("group_conditioning", "none") != "none":
+        answers = [""] * len(prompts)
+        for group in dict.fromkeys(groups):
+            rows = [i for i, label in enumerate(groups) if label == group]
+            asked = [prompts[i] for i in rows]
+            group_answers = generate_for_group(run_dir, group, asked, max_new_tokens, do_sample, seed)
+            for i, answer in zip(rows, group_answers, strict=True):
+                answers[i] = answer
+        return answers
     model, tokenizer = load_policy(None, str(run_dir / "final"))
     if torch.cuda.is_available():
         model = model.to("cuda")
