@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from pgrpo.cli import main
-from pgrpo.experiments.bench.regimes import EVIDENCE_VARIANTS
 from pgrpo.experiments.runs import read_metrics
 from pgrpo.tasks import build_task
 
@@ -100,12 +99,13 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     argv = ["bench", "--out", str(out), "--tasks", "personas", "--variants", "grpo", "pgrpo", "--seeds", "2",
-            "--regimes", "personas:anonymous", "--max_steps", "2", "--prompts_per_step", "2", "--eval_prompts", "14",
+            "--regimes", "personas:anonymous", "--regime_variants", "grpo", "pgrpo", "pgrpo_random",
+            "--specialist_seeds", "1", "--max_steps", "2", "--prompts_per_step", "2", "--eval_prompts", "14",
             "--jobs", "2", "--train_options", json.dumps({"model_name_or_path": toy_model_dir,
                                                           "max_completion_length": 4, "eval_samples": 1})]  # fmt: skip
     assert main(argv) == 0
     summaries = sorted(out.glob("runs/*/*/*/seed*/summary.json"))
-    assert len(summaries) == 2 * 2 + len(EVIDENCE_VARIANTS) * 2  # matrix: grpo, pgrpo; the regime: its variants
+    assert len(summaries) == 2 * 2 + 3 * 2 + 7 * 2  # matrix: grpo, pgrpo; the regime: 3 variants; 7 + 7 specialists
     regime_run = out / "runs/regimes/personas-anonymous/pgrpo_random/seed1"
     assert json.loads((regime_run / "summary.json").read_text())["group_labels"] == "random"
     run_config = yaml.safe_load((regime_run / "config.yaml").read_text())
@@ -115,9 +115,15 @@ def test_bench_runs_in_parallel_resumes_and_reports(toy_model_dir: str, tmp_path
     assert evaluation["per_group_prompts"] == {name: 2 for name in evaluation["per_group_sampled"]}
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"personas", "personas:anonymous", "bar"}
-    assert set(results["personas:anonymous"]) == set(EVIDENCE_VARIANTS)
+    specialists = {f"specialist_{persona}" for persona in results["personas"]["pgrpo"]["per_group_eval"]}
+    assert set(results["personas:anonymous"]) == {"grpo", "pgrpo", "pgrpo_random", *specialists}
     assert "eval worst group (sampled) - random labels" in results["personas:anonymous"]["pgrpo"]
-    assert set(results["bar"]) == {"pgrpo", "pgrpo_balanced_sampling", "grpo_balanced_sampling"}  # no control
+    assert set(results["bar"]) == {"pgrpo"}  # no control, no specialist
+    gaps = results["personas"]["pgrpo"]["personalization gap"]
+    assert set(gaps) == set(results["personas"]["pgrpo"]["per_group_eval"]) and len(gaps) == 7
+    kemar = json.loads((out / "runs/matrix/personas/specialist_kemar/seed0/eval.json").read_text())["per_group_sampled"]
+    shared = json.loads((out / "runs/matrix/personas/pgrpo/seed0/eval.json").read_text())["per_group_sampled"]
+    assert gaps["kemar"][0] == pytest.approx(kemar["kemar"] - shared["kemar"])  # one seed: the difference itself
     assert len(results["personas"]["pgrpo"]["per_group_eval"]) == 7
     shares = {str(info.name): info.share for info in build_task("personas").groups}  # the train-mix weights
     expected = []

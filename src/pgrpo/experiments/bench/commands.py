@@ -79,6 +79,7 @@ def demo(args: DemoArguments) -> int:
         variants=list(DEMO_VARIANTS),
         regimes=[NO_REGIMES],
         seeds=args.seeds,
+        specialist_seeds=0,
         max_steps=args.max_steps,
     )
     start = time.perf_counter()
@@ -86,7 +87,7 @@ def demo(args: DemoArguments) -> int:
     print_summary(summarize({name: s.runs for name, s in collect(Path(args.out) / "runs").items()})["personas"])
     print(
         f"\nMeans over {args.seeds} seed(s), which cannot settle a comparison: the published results "
-        "(docs/results/README.md) use 10 seeds and 95% intervals on three tasks."
+        "(docs/results/group_options/README.md) use 10 seeds and 95% intervals on three tasks."
     )
     figure = report_path.parent / "curves_personas.png"
     print(f"\nwall time {time.perf_counter() - start:.0f} s; report: {report_path}; figure: {figure}")
