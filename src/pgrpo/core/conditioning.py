@@ -14,7 +14,6 @@ This module is the pure part of the prompt mechanism: no TRL, no tokenizer.
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,6 +113,3 @@ class PromptConditioning:
             messages[0]["content"] = f"{text} {messages[0]['content']}"
             return messages
         return [{"role": "system", "content": text}, *messages]
-
-    def to_json(self) -> str:
-        return json.dumps({"template": self.template, "descriptions": dict(self.descriptions)}, sort_keys=True)

@@ -31,7 +31,6 @@ from pgrpo.experiments.bench.variants import REFERENCES, is_random_control, is_s
 
 MIN_TASKS = 2
 REQUIRED_REGIME = "personas:anonymous"
-TASKS = ("personas", "movielens", "reviews")
 MIX_TOLERANCE = 0.01  # train-mix reward may fall by at most this much (interval's lower end)
 MAX_GAP = 0.05  # the largest personalization gap allowed
 NAN_INTERVAL = (math.nan, math.nan)
