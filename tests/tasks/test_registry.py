@@ -177,7 +177,7 @@ def test_task_specs_become_readable_safe_directory_names() -> None:
     assert task_directory_name("../data/clothing.py:build") == "data_clothing.py-build"
     assert task_directory_name("/home/me/my tasks/clothing.py:build") == "home_me_my_tasks_clothing.py-build"
     args = BenchArguments(out="bench", tasks=["personas", "pkg.tasks:build", "../t.py:build"], variants=["grpo"],
-                          seeds=1, regimes=["none"])  # fmt: skip
+                          seeds=1, regimes=["none"], specialist_seeds=0)  # fmt: skip
     runs = planned_runs(args)
     assert [run.run_dir for run in runs] == [
         Path("bench/runs/matrix") / name / "grpo/seed0" for name in ("personas", "pkg.tasks-build", "t.py-build")

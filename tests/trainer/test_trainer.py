@@ -24,6 +24,7 @@ from pgrpo.core import ESTIMATORS
 from pgrpo.testing import CPU_ARGS, toy_dataset, toy_reward
 from pgrpo.trainer import OVERRIDDEN_TRL_METHODS, SUPPORTED_TRL, PGRPOConfig, PGRPOTrainer, check_trl_version
 from pgrpo.trainer.config import CHECKPOINTING_FIELD
+from pgrpo.trainer.cpu import CPUFastPath
 from pgrpo.trainer.trainer import STATS_FILE
 from tests.core.reference import advantage_reference, history_reference
 
@@ -258,10 +259,42 @@ def parameters(function: Any) -> list[tuple[str, str, Any]]:
     return [(p.name, p.kind.name, p.default) for p in inspect.signature(function).parameters.values()]
 
 
+def check_override_keeps_parameters(name: str, override: Any, trl_method: Any) -> None:
+    """``override`` takes TRL's parameters: the same list, or TRL's leading ones then ``**kwargs`` it forwards."""
+    ours, theirs = parameters(override), parameters(trl_method)
+    if ours == theirs:
+        return
+    named = [p for p in ours if p[1] not in ("VAR_POSITIONAL", "VAR_KEYWORD")]
+    assert named == theirs[: len(named)], f"{name}: our parameters {named} differ from TRL's {theirs}"
+    assert ours and ours[-1][1] == "VAR_KEYWORD", f"{name}: TRL's parameters {theirs[len(named) :]} are dropped"
+
+
 def test_overridden_private_trl_methods_keep_trls_parameters() -> None:
     for name, recorded in OVERRIDDEN_TRL_METHODS.items():
         trl_method = getattr(GRPOTrainer, name, None)
         assert callable(trl_method), f"GRPOTrainer.{name} is gone: port PGRPOTrainer"
-        assert name in PGRPOTrainer.__dict__, f"PGRPOTrainer no longer overrides {name}"
-        assert parameters(PGRPOTrainer.__dict__[name]) == parameters(trl_method), f"{name}: TRL's parameters changed"
         assert tuple(inspect.signature(trl_method).parameters) == recorded, f"{name}: update OVERRIDDEN_TRL_METHODS"
+        overrides = [cls.__dict__[name] for cls in (PGRPOTrainer, CPUFastPath) if name in cls.__dict__]
+        assert overrides, f"neither PGRPOTrainer nor CPUFastPath overrides {name} any more"
+        for override in overrides:
+            check_override_keeps_parameters(name, override, trl_method)
+
+
+def test_the_override_check_catches_a_dropped_or_renamed_parameter() -> None:
+    def dropped(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None):  # no **kwargs
+        return None
+
+    def renamed(self, model, ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
+        return None
+
+    def new_default(self, model, input_ids, attention_mask, logits_to_keep, batch_size=8, **kwargs):
+        return None
+
+    def forwards(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
+        return None
+
+    trl_method = GRPOTrainer._get_per_token_logps_and_entropies
+    for wrong in (dropped, renamed, new_default):
+        with pytest.raises(AssertionError):
+            check_override_keeps_parameters(wrong.__name__, wrong, trl_method)
+    check_override_keeps_parameters("forwards", forwards, trl_method)

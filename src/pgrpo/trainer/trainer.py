@@ -48,10 +48,19 @@ from pgrpo.trainer.sampler import GroupBalancedSampler
 logger = logging.getLogger(__name__)
 SUPPORTED_TRL = SpecifierSet(">=1.16,<1.17")
 STATS_FILE = "pgrpo_group_stats.json"
-# The private GRPOTrainer methods we override, with the parameters we rely on.
+# The private GRPOTrainer methods we (or CPUFastPath) override, with TRL's parameters; an override that
+# forwards ``**kwargs`` names a prefix of them.
 OVERRIDDEN_TRL_METHODS: dict[str, tuple[str, ...]] = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
     "_generate_and_score_completions": ("self", "inputs"),
+    "_generate_single_turn": (
+        "self",
+        "prompt_ids",
+        "images",
+        "multimodal_fields",
+        "num_generations",
+        "has_tool_images",
+    ),
     "_save_checkpoint": ("self", "model", "trial"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
     "_get_train_sampler": ("self", "dataset"),
@@ -62,6 +71,18 @@ OVERRIDDEN_TRL_METHODS: dict[str, tuple[str, ...]] = {
         "attention_mask",
         "logits_to_keep",
         "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
+        "pixel_values",
+        "image_grid_thw",
+        "num_images",
+        "pixel_attention_mask",
+        "spatial_shapes",
+        "num_tiles",
+        "image_sizes",
+        "token_type_ids",
+        "mm_token_type_ids",
+        "image_position_ids",
     ),
     "_compute_loss": ("self", "model", "inputs"),
     "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
