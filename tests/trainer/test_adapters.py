@@ -196,7 +196,9 @@ def test_saved_adapters_load_by_group_and_reproduce_the_trained_policy(toy_model
             torch.testing.assert_close(policy(input_ids=input_ids[row : row + 1]).logits[0], trained[row],
                                        rtol=1e-5, atol=1e-5)  # fmt: skip
         shared = AutoModelForCausalLM.from_pretrained(final)
-        assert torch.equal(shared(input_ids=input_ids[3:]).logits[0], trained[3])
+        shared_logits = shared(input_ids=input_ids).logits  # the same batch: kernels may differ across batch sizes
+        torch.testing.assert_close(shared_logits[3], trained[3], rtol=1e-6, atol=1e-6)  # unseen: shared weights
+        assert all(not torch.allclose(shared_logits[row], trained[row], atol=1e-4) for row in range(3))
         folder = final / ADAPTERS_DIR / "group_c"
         peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(final), folder)
         torch.testing.assert_close(peft_model(input_ids=input_ids[2:3]).logits[0], trained[2], rtol=1e-5, atol=1e-5)
