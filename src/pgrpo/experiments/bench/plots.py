@@ -55,7 +55,7 @@ def bars(values: list[Interval]) -> tuple[list[float], np.ndarray]:
 def legend(figure: Figure, axes: list[Axes]) -> None:
     """One legend for all panels, right of them."""
     handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
-    figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=9)
+    figure.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=9)
 
 
 def plot_headline(table: dict[str, Rows], tasks: list[str], colors: Colors, path: Path) -> bool:
