@@ -30,7 +30,7 @@ def test_smollm2_cpu_plans_lora_runs_of_the_measured_size(tmp_path: Path) -> Non
     assert len(runs) == 4 * 5 and settings["jobs"] == 2  # variants x seeds, two at a time on two cores
     for run in runs:
         assert run.flags["model_name_or_path"] == "smollm2" and run.flags["use_peft"] is True
-        assert (run.flags["lora_r"], run.flags["max_completion_length"], run.flags["max_steps"]) == (16, 32, 10)
+        assert (run.flags["lora_r"], run.flags["max_completion_length"], run.flags["max_steps"]) == (16, 32, 15)
         assert run.flags["per_device_train_batch_size"] == 8 * 4  # 8 prompts x 4 completions: the benchmarked step
     sampled = [run for run in runs if run.flags.get("group_sampling_alpha") == 0.0]
     assert {run.flags.get("group_labels", "task") for run in sampled} == {"task", "random"}
