@@ -17,6 +17,7 @@ being an error too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,15 +191,19 @@ def run_flags(
     return flags
 
 
-def specialist_runs(args: BenchArguments, setting: Path, seed: int, flags: dict[str, Any]) -> list[PlannedRun]:
-    """The specialists of one setting and seed: ``flags`` (grpo's) on each group's train prompts alone."""
+def task_groups(task: str, task_seed: int, task_options: str) -> list[str]:
+    """The group labels of ``task`` built with ``task_seed`` and ``task_options`` (JSON), as ``--train_group``
+    takes them."""
     from pgrpo.tasks import build_task
 
-    options = json.loads(flags.get("task_options", "{}"))
-    groups = build_task(flags["task"], seed=flags.get("task_seed", 0), **options).groups
+    return [str(info.name) for info in build_task(task, seed=task_seed, **json.loads(task_options)).groups]
+
+
+def specialist_runs(setting: Path, seed: int, flags: dict[str, Any], groups: list[str]) -> list[PlannedRun]:
+    """The specialists of one setting and seed: ``flags`` (grpo's) on each group's train prompts alone."""
     return [
-        PlannedRun(setting / specialist_name(info.name) / f"seed{seed}", {**flags, "train_group": str(info.name)})
-        for info in groups
+        PlannedRun(setting / specialist_name(group) / f"seed{seed}", {**flags, "train_group": group})
+        for group in groups
     ]
 
 
@@ -215,6 +220,7 @@ def planned_runs(args: BenchArguments) -> list[PlannedRun]:
         for task in args.tasks
         if task != NO_TASKS
     ] + [(root / "regimes" / regime.directory, regime.task, regime, regime.variants) for regime in regimes]
+    groups_of = functools.cache(task_groups)  # one build per setting, not per seed
     runs = []
     for seed in range(max(args.seeds, args.specialist_seeds)):
         for directory, task, regime, variants in settings:
@@ -223,7 +229,9 @@ def planned_runs(args: BenchArguments) -> list[PlannedRun]:
                     flags = run_flags(args, task, variant, seed, options, regime)
                     runs.append(PlannedRun(directory / variant / f"seed{seed}", flags))
             if seed < args.specialist_seeds:
-                runs += specialist_runs(args, directory, seed, run_flags(args, task, "grpo", seed, options, regime))
+                flags = run_flags(args, task, "grpo", seed, options, regime)
+                groups = groups_of(task, flags.get("task_seed", 0), flags.get("task_options", "{}"))
+                runs += specialist_runs(directory, seed, flags, groups)
     return runs
 
 
