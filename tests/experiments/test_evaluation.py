@@ -1,13 +1,15 @@
-"""Held-out evaluation: batched completion log-probabilities equal one-at-a-time ones; prompts per group."""
+"""Held-out evaluation: batched completion log-probabilities equal one-at-a-time ones; prompts per group; the
+capability probe's perplexity on held-out real text."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pgrpo.experiments.evaluation import evaluate_policy, sequence_logprobs
+from pgrpo.experiments.evaluation import balanced_rows, evaluate_policy, sequence_logprobs
 from pgrpo.testing import toy_task
 
 
@@ -43,3 +45,25 @@ def test_evaluation_counts_prompts_per_group_round_robin(toy_model_dir: str) -> 
     assert results["per_group_prompts"] == {"big": 6, "small": 4}  # big, small alternate until small runs out
     assert results["num_prompts"] == 10 and set(results["per_group_sampled"]) == {"big", "small"}
     assert math.isclose(results["kl_to_initial"], 0.0, abs_tol=1e-6)  # the policy is its own reference
+
+
+def test_capability_probe_reads_the_held_out_real_text_of_the_evaluated_rows(toy_model_dir: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    task = toy_task()
+    texts = [f"{'up down' if i % 2 else 'left right left'} big small {i}" for i in range(len(task.eval_dataset))]
+    probed = replace(task, eval_dataset=task.eval_dataset.add_column("reference_text", texts))
+    results = evaluate_policy(model, tokenizer, probed, reference=model, num_prompts=6, samples=1, max_new_tokens=2)
+    evaluated = balanced_rows(probed.eval_dataset.to_list(), "group", 6)  # the rows evaluated, not the first six
+    nll, tokens = 0.0, 0
+    with torch.no_grad():  # independent reference: next-token log-probabilities summed over every probe text
+        for row in evaluated:
+            ids = tokenizer(row["reference_text"], add_special_tokens=False)["input_ids"]
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+            nll -= sum(logp[t - 1, ids[t]].item() for t in range(1, len(ids)))
+            tokens += len(ids) - 1
+    assert math.isclose(results["perplexity_reference_text"], math.exp(nll / tokens), rel_tol=1e-5)
+    assert results["perplexity_reference_text_initial"] == results["perplexity_reference_text"]
+    assert not math.isclose(results["perplexity_reference_text"], results["perplexity"], rel_tol=1e-3)
+    assert "perplexity_reference_text" not in evaluate_policy(model, tokenizer, task, num_prompts=4, samples=1,
+                                                              max_new_tokens=2)  # fmt: skip

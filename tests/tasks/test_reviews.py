@@ -127,6 +127,18 @@ def test_sft_dataset_is_short_balanced_real_text(task: Task) -> None:
     assert len({w for text in task.corpus() for w in text.split()}) < 6000
 
 
+def test_held_out_rows_carry_their_own_real_review_for_the_capability_probe(task: Task) -> None:
+    frame = load_reviews()
+    model = rating_model(None, 0, 0.2, None)
+    train_texts = set(frame["text"].iloc[model.train_index])
+    by_text = frame.drop_duplicates("text").set_index("text")
+    for row in task.eval_dataset:
+        review = row["reference_text"]
+        assert by_text.loc[review, "rating"] == row["target_rating"]  # the review behind this very prompt
+        assert f"Category: {by_text.loc[review, 'category']}." in row["prompt"] and review not in train_texts
+    assert "reference_text" not in task.train_dataset.column_names  # training never shows the real text
+
+
 def test_truncate_review() -> None:
     text = "Fits well. The colour is lovely and bright. I would buy it again in every colour they make."
     assert truncate_review(text, 10) == "Fits well. The colour is lovely and bright."

@@ -7,7 +7,8 @@ results counts each group's; a group gets fewer only when its held-out rows run 
 mean reward of ``samples`` sampled completions and of the greedy completion. Overall, worst-group
 and majority-minus-smallest-group gaps. Capability retention: the per-token KL(policy || reference)
 estimated on the policy's own samples, E_y~pi[log pi(y) - log ref(y)] / |y|, and the perplexity of
-both on held-out prompt text.
+both on held-out prompt text and, where the task gives it (``reference_text``, e.g. the real review behind each
+held-out reviews prompt), on held-out real text that training never showed the policy.
 """
 
 from __future__ import annotations
@@ -122,6 +123,24 @@ def perplexity(
     return math.exp(nll / max(tokens, 1))
 
 
+def reference_text_perplexity(
+    model: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    route: list[Any] | None,
+) -> dict[str, float]:
+    """Perplexity of the policy (and of ``reference``) on the rows' ``reference_text``, held-out real text; empty
+    when the task gives none."""
+    if not rows or "reference_text" not in rows[0]:
+        return {}
+    texts = [row["reference_text"] for row in rows]
+    results = {"perplexity_reference_text": perplexity(model, tokenizer, texts, route)}
+    if reference is not None:
+        results["perplexity_reference_text_initial"] = perplexity(reference, tokenizer, texts)
+    return results
+
+
 def evaluate_policy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -174,6 +193,7 @@ def evaluate_policy(
         **group_rewards(task, group_column, groups, greedy_reward, sampled_groups, sampled_reward),
         "samples_per_prompt": samples,
         "perplexity": perplexity(model, tokenizer, model_inputs, route),
+        **reference_text_perplexity(model, reference, tokenizer, rows, route),
         "examples": [
             {"group": str(g), "prompt": p, "greedy": c}
             for g, p, c in zip(groups[:8], model_inputs[:8], greedy[:8], strict=True)

@@ -42,7 +42,8 @@ class Task:
     name:          registry name.
     description:   one paragraph for reports and ``--help``.
     train_dataset: rows with ``prompt`` (str) and ``group_column``; extra columns reach the reward.
-    eval_dataset:  held-out rows, same columns.
+    eval_dataset:  held-out rows, same columns, and optionally ``reference_text``: real text answering the row's
+                   prompt that training never shows the policy (the capability probe's held-out text).
     reward_fn:     TRL reward callable ``f(prompts, completions, **columns) -> list[float | None]``.
     group_column:  name of the preference-group column.
     sft_dataset:   ``prompt``/``completion`` pairs of on-preference text for a warm start (may be None).

@@ -45,6 +45,7 @@ COLUMNS = {  # report column -> table metric
     "train reward AUC": "train reward AUC",
     "KL to initial": "KL to initial",
     "perplexity": "perplexity",
+    "perplexity, held-out real text": "perplexity, held-out real text",
     "s/step": "s/step",
     "Δ held-out": f"{OVERALL} - grpo",
     "Δ worst group": f"{WORST} - grpo",
@@ -70,7 +71,8 @@ def markdown(frame: pd.DataFrame) -> list[str]:
 
 
 def setting_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per variant: seeds, the COLUMNS, steps to 90% of grpo's final training reward."""
+    """One row per variant: seeds, the COLUMNS (those some variant has), steps to 90% of grpo's final training
+    reward."""
     frame = pd.DataFrame.from_dict(
         {
             variant: {
@@ -82,7 +84,7 @@ def setting_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
         },
         orient="index",
     )
-    return frame.rename_axis("variant")
+    return frame.loc[:, (frame != "–").any()].rename_axis("variant")
 
 
 def group_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:

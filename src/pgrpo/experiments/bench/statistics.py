@@ -64,6 +64,7 @@ METRICS: dict[str, Callable[[Run], float | None]] = {
     "train final reward": lambda r: r["final_train_reward"],
     "KL to initial": lambda r: r["eval"].get("kl_to_initial"),
     "perplexity": lambda r: r["eval"].get("perplexity"),
+    "perplexity, held-out real text": lambda r: r["eval"].get("perplexity_reference_text"),
     "s/step": lambda r: r["seconds_per_step"],
     TRAIN_MIX: train_mix_reward,
 }

@@ -25,16 +25,16 @@ def _draw(rng: np.random.Generator, index: np.ndarray, n: int) -> np.ndarray:
     return rng.choice(index, size=min(n, len(index)), replace=False)
 
 
-def _prompts(frame: pd.DataFrame, chosen: np.ndarray) -> Dataset:
-    """One prompt per chosen review (in table order): its category and rating, the rating as the group."""
+def _prompts(frame: pd.DataFrame, chosen: np.ndarray, with_review: bool = False) -> Dataset:
+    """One prompt per chosen review (in table order): its category and rating, the rating as the group; with
+    ``with_review``, the review itself as ``reference_text`` (held-out real text for the capability probe)."""
     rows = frame.iloc[np.sort(chosen)]
-    return Dataset.from_dict(
-        {
-            "prompt": [review_prompt(c, r) for c, r in zip(rows["category"], rows["rating"], strict=True)],
-            "group": rows["rating"].tolist(),
-            "target_rating": rows["rating"].tolist(),
-        }
-    )
+    columns = {
+        "prompt": [review_prompt(c, r) for c, r in zip(rows["category"], rows["rating"], strict=True)],
+        "group": rows["rating"].tolist(),
+        "target_rating": rows["rating"].tolist(),
+    }
+    return Dataset.from_dict(columns | ({"reference_text": rows["text"].tolist()} if with_review else {}))
 
 
 def _eval_index(model: RatingModel, n_eval: int, balanced: bool, rng: np.random.Generator) -> np.ndarray:
@@ -112,7 +112,7 @@ def build(
     frame = model.reviews  # the table the model was made from, parsed once per process
     rng = np.random.default_rng(seed)
     train = _prompts(frame, _draw(rng, model.train_index, n_train))
-    evaluation = _prompts(frame, _eval_index(model, n_eval, balanced_eval, rng))
+    evaluation = _prompts(frame, _eval_index(model, n_eval, balanced_eval, rng), with_review=True)
     sft_dataset = _warm_start_reviews(model, sft_per_rating, sft_words, min_words, rng)
     config["rating_model"] = {"accuracy": model.accuracy, "macro_f1": model.macro_f1}
     return Task(
