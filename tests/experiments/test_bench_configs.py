@@ -27,13 +27,15 @@ def test_gpu_headline_plans_the_comparison_with_longer_training(tmp_path: Path) 
 def test_smollm2_cpu_plans_lora_runs_of_the_measured_size(tmp_path: Path) -> None:
     settings = yaml.safe_load(SMOLLM2_CPU.read_text())
     runs = planned_runs(BenchArguments(**{**settings, "out": str(tmp_path)}))
-    assert len(runs) == 4 * 5 and settings["jobs"] == 2  # variants x seeds, two at a time on two cores
+    assert len(runs) == 5 * 5 and settings["jobs"] == 2  # variants x seeds, two at a time on two cores
     for run in runs:
         assert run.flags["model_name_or_path"] == "smollm2" and run.flags["use_peft"] is True
         assert (run.flags["lora_r"], run.flags["max_completion_length"], run.flags["max_steps"]) == (16, 32, 15)
         assert run.flags["per_device_train_batch_size"] == 8 * 4  # 8 prompts x 4 completions: the benchmarked step
     sampled = [run for run in runs if run.flags.get("group_sampling_alpha") == 0.0]
     assert {run.flags.get("group_labels", "task") for run in sampled} == {"task", "random"}
+    conditioned = [run for run in runs if run.flags.get("group_conditioning") == "prompt"]
+    assert len(conditioned) == 5 and all(run.flags["group_sampling_alpha"] == 0.0 for run in conditioned)
 
 
 @pytest.mark.slow
