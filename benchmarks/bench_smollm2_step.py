@@ -6,27 +6,29 @@ The step is a real ``PGRPOTrainer`` step built as ``pgrpo train --task reviews -
 --use_peft --lora_r 16`` builds it (chat prompts, LoRA through TRL/PEFT), 8 prompts x 4 completions x 32 tokens.
 The trainer's own methods are wrapped with timers; nothing of the step is re-implemented:
 
-- generation: the policy's ``generate``; inside it, forwards with more than one new position are the prefill,
-  one-position forwards the decode, the rest (sampling, stopping, cache bookkeeping) ``gen other``;
+- generation: ``_generate_single_turn``; inside it, forwards with more than one new position are the prefill,
+  one-position forwards the decode, the rest (padding, sampling, stopping, cache bookkeeping) ``gen other``;
 - rewards: ``_calculate_rewards`` (the reviews rating model);
 - logp forward: ``_get_per_token_logps_and_entropies`` with gradients on (the loss's forward);
 - backward: ``accelerator.backward``; optimizer: between the ``on_pre_optimizer_step`` and ``on_optimizer_step``
   callbacks (clipping + AdamW);
 - other: the rest of the step (tokenizing, decoding, advantages, loss arithmetic, logging).
 
-FLOPs per part (counted, not measured): a token through the backbone costs 2 x (non-embedding weights) plus the
-attention scores (4 x layers x context x width); the LM head 2 x vocab x width per position where it runs. The
-backward through a frozen base with LoRA needs only the input gradients (one more GEMM of each forward shape) plus
-the small LoRA weight gradients; the chunked LM head recomputes its logits in the backward (two head GEMMs). Each
-part's achieved GFLOP/s is printed beside the GEMM peak measured in the same process with ``torch.matmul`` on that
-part's shapes (the layer's [tokens, 576] x [576, 1536] etc.).
+FLOPs per part (counted, not measured, from the shapes of every call of the model's body): a token through the
+backbone costs 2 x (non-embedding weights) plus the attention scores (4 x layers x attended positions x width);
+the LM head 2 x vocab x width per position where it runs. The backward through a frozen base with LoRA needs only the
+input gradients (one more GEMM of each forward shape, attention counted at full context) plus the small LoRA weight
+gradients; the chunked LM head recomputes its logits in the backward (two head GEMMs). Each part's achieved GFLOP/s
+is printed beside the GEMM peak measured in the same process with ``torch.matmul`` on that part's shapes (the
+layer's [tokens, 576] x [576, 1536] etc.); "at peak" is the step's time if every part ran at its peak.
 
 Kinds: "before" is the step as TRL runs it today (2 torch threads); "after" adds
-:class:`pgrpo.trainer.cpu.CPUFastPath` (LM head on the completion tokens only, generation on one thread);
-"after_1thread" is "after" with the whole step on one thread (what ``pgrpo bench`` workers use). All kinds live in
-one process and take steps in turn (before, after, after_1thread, before, ...: one thread each, a baton between
-them), because the CPU is shared with other work; the first step of each is dropped as warm-up and medians of the
-rest are printed. Same seed, same prompts: the kinds do the same work.
+:class:`pgrpo.trainer.cpu.CPUFastPath` (LM head on the completion tokens only, generation on one thread, each
+distinct prompt through the body once in the prefill and in the loss's forward and backward); "after_1thread" is
+"after" with the whole step on one thread (what ``pgrpo bench`` workers use). All kinds live in one process and
+take steps in turn (before, after, after_1thread, before, ...: one thread each, a baton between them), because the
+CPU is shared with other work; the first step of each is dropped as warm-up and medians of the rest are printed.
+Same seed, same prompts: the kinds do the same step (the fast path does fewer FLOPs for it).
 """
 
 from __future__ import annotations
@@ -63,20 +65,20 @@ class Timings:
         self.seconds: dict[str, float] = defaultdict(float)
         self.flops: dict[str, float] = defaultdict(float)
         self.tokens: dict[str, int] = defaultdict(int)
-        self.useful: dict[str, float] = defaultdict(float)
         self.threads: dict[str, int] = {}
-        self.steps: list[tuple[dict[str, float], dict[str, float], dict[str, int], dict[str, float]]] = []
+        self.steps: list[tuple[dict[str, float], dict[str, float], dict[str, int]]] = []
         self.in_generate = False
+        self.body_calls: list[tuple[float, float, int]] = []  # (forward, backward) FLOPs and tokens, outside generate
         self.warm = False
 
     def new_step(self) -> None:
-        for record in (self.seconds, self.flops, self.tokens, self.useful):
+        for record in (self.seconds, self.flops, self.tokens):
             record.clear()
 
     def close_step(self) -> None:
         """Keep the step just taken, unless it is the first (warm-up)."""
         if self.warm:
-            self.steps.append((dict(self.seconds), dict(self.flops), dict(self.tokens), dict(self.useful)))
+            self.steps.append((dict(self.seconds), dict(self.flops), dict(self.tokens)))
         self.warm = True
 
     def add(self, part: str, seconds: float, flops: float = 0.0, tokens: int = 0) -> None:
@@ -106,8 +108,8 @@ class ModelFlops:
         self.width, self.layers, self.vocab = d, layers, config.vocab_size
         self.body = layers * (2 * d * d + 2 * d * kv + 3 * d * f)  # weights a token multiplies through
 
-    def backbone(self, tokens: int, context: float) -> float:
-        return 2 * self.body * tokens + 4 * self.layers * context * self.width * tokens
+    def backbone(self, tokens: int, attended: float) -> float:
+        return 2 * self.body * tokens + 4 * self.layers * attended * self.width * tokens
 
     def head(self, positions: int) -> float:
         return 2 * self.vocab * self.width * positions
@@ -124,13 +126,15 @@ def instrument(trainer: PGRPOTrainer, timings: Timings) -> None:
 
     def after_forward(module, args, kwargs, output):
         seconds = time.perf_counter() - starts.pop()
-        if not timings.in_generate:
-            return
         rows, new = kwargs["input_ids"].shape
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
         context = cache.get_seq_length() if cache is not None else new  # positions in the cache, the new included
-        part = "prefill" if new > 1 else "decode"
         attended = context - new / 2 if new > 1 else context  # mean positions a new token attends to
+        if not timings.in_generate:  # the loss's forward: FLOPs taken by record_logps
+            forward, backward = flops.backbone(rows * new, attended), flops.backbone(rows * new, context)
+            timings.body_calls.append((forward, backward, rows * new))
+            return
+        part = "prefill" if new > 1 else "decode"
         # generate asks for the logits of each row's last position only
         timings.add(part, seconds, flops.backbone(rows * new, attended) + flops.head(rows), rows * new)
         timings.threads[part] = torch.get_num_threads()
@@ -138,7 +142,7 @@ def instrument(trainer: PGRPOTrainer, timings: Timings) -> None:
     base = policy.get_base_model()
     base.register_forward_pre_hook(before_forward, with_kwargs=True)
     base.register_forward_hook(after_forward, with_kwargs=True)
-    original_generate = policy.generate
+    original_generate = trainer._generate_single_turn
 
     def generate(*args, **kwargs):
         timings.in_generate = True
@@ -151,24 +155,21 @@ def instrument(trainer: PGRPOTrainer, timings: Timings) -> None:
             inner = timings.seconds["prefill"] + timings.seconds["decode"] - inner
             timings.add("gen other", time.perf_counter() - start - inner)
 
-    policy.generate = generate
+    trainer._generate_single_turn = generate
 
     def record_logps(seconds, args, kwargs, result):
         _, input_ids, attention_mask, logits_to_keep = args[:4]
-        rows, length = input_ids.shape
-        tokens = rows * length
         labelled = int(attention_mask[:, -logits_to_keep:].sum())  # completion tokens: what the loss needs
-        scored = labelled if trainer._on_cpu_fast_path() else rows * (length - 1)  # TRL's CPU head: all positions
+        scored = labelled if trainer._on_cpu_fast_path() else input_ids.shape[0] * (input_ids.shape[1] - 1)
+        forward, backward, tokens = (sum(column) for column in zip(*timings.body_calls, strict=True))
+        timings.body_calls.clear()
         part = "logp forward" if torch.is_grad_enabled() else "logp no-grad"
-        timings.add(part, seconds, flops.backbone(tokens, length / 2) + flops.head(scored), tokens)
-        timings.useful[part] += flops.backbone(tokens, length / 2) + flops.head(labelled)
+        timings.add(part, seconds, forward + flops.head(scored), tokens)
         timings.threads[part] = timings.threads["backward"] = torch.get_num_threads()
         if torch.is_grad_enabled():
-            # the backward: the input gradients through the frozen body (one GEMM per forward GEMM, attention twice:
-            # counted as a forward at full context), the LoRA weight gradients (negligible), and the chunked head's
-            # recomputed logits plus its input gradient (two head GEMMs)
-            timings.flops["backward"] += flops.backbone(tokens, length) + 2 * flops.head(scored)
-            timings.useful["backward"] += flops.backbone(tokens, length) + flops.head(labelled)
+            # the backward: the input gradients through the frozen body, the LoRA weight gradients (negligible), and
+            # the chunked head's recomputed logits plus its input gradient (two head GEMMs)
+            timings.flops["backward"] += backward + 2 * flops.head(scored)
             timings.tokens["backward"] += tokens
 
     trainer._get_per_token_logps_and_entropies = timed(trainer._get_per_token_logps_and_entropies, record_logps)
@@ -199,7 +200,6 @@ class StepClock(TrainerCallback):
         total = time.perf_counter() - self.start
         t.add("other", total - sum(t.seconds[p] for p in PARTS if p != "other"))
         t.add("step", total, sum(t.flops.values()))
-        t.useful["step"] = sum(t.useful.values()) + sum(t.flops[p] for p in ("prefill", "decode"))
         print(f"{self.name} step {state.global_step}: {total:.1f} s", flush=True)
         t.close_step()
 
@@ -356,9 +356,10 @@ def report(results: dict[str, Timings], config: Any) -> None:
     print(header)
     rates: dict[tuple, float] = {}
     rows = PROMPTS * GENERATIONS
+    at_peak = dict.fromkeys(results, 0.0)  # the step's seconds if every part ran at its GEMM peak
     for part in (*PARTS, "step"):
         line = f"{part:13s}"
-        for timings in results.values():
+        for kind, timings in results.items():
             seconds = statistics.median(s[0].get(part, 0.0) for s in timings.steps)
             flops = statistics.median(s[1].get(part, 0.0) for s in timings.steps)
             tokens = statistics.median(s[2].get(part, 0) for s in timings.steps)
@@ -370,15 +371,16 @@ def report(results: dict[str, Timings], config: Any) -> None:
                 if key not in rates:
                     rates[key] = gemm_rate(part_shapes(part, rows, per_call, config), threads)
                 peak = f"{rates[key]:5.0f}"
+                at_peak[kind] += flops / (rates[key] * 1e9)
             rate = f"{flops / seconds / 1e9:7.1f}" if flops and seconds else "      -"
             line += f" | {seconds:9.2f} {flops / 1e12:6.3f} {rate} {peak}"
         print(line)
     for kind, timings in results.items():
-        step = statistics.median(s[0]["step"] for s in timings.steps)
-        useful = statistics.median(s[3]["step"] for s in timings.steps)
+        step = median_step(timings)
+        flops = statistics.median(s[1]["step"] for s in timings.steps)
         print(
-            f"{kind}: {step:.1f} s/step; the step's needed work (head on completion tokens only) "
-            f"{useful / 1e12:.2f} TFLOP = {useful / step / 1e9:.1f} GFLOP/s"
+            f"{kind}: {step:.1f} s/step, {flops / 1e12:.2f} TFLOP = {flops / step / 1e9:.1f} GFLOP/s; at every part's "
+            f"GEMM peak {at_peak[kind]:.1f} s: the step is {step / at_peak[kind]:.2f}x from its peak"
         )
     first, *others = results
     for other in others:

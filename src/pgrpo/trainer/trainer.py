@@ -224,6 +224,10 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             return logps(input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
         return routed_chunks(logps, router, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
 
+    def _shares_prompt_prefix(self) -> bool:
+        # rows with the same prompt may belong to different groups, so to different adapters
+        return self.group_adapters is None and super()._shares_prompt_prefix()
+
     def _compute_loss(self, model, inputs):
         if self.group_adapters is None:
             return super()._compute_loss(model, inputs)

@@ -1,0 +1,108 @@
+"""Each distinct prompt of a batch through the model once, its key/value cache shared by the rows that repeat it.
+
+GRPO batches every prompt ``num_generations`` times (B = P x G rows). A causal LM's states at the prompt positions
+depend on the prompt alone, so the B x prompt_length positions that generation's prefill and the loss's forward push
+through the body are P x prompt_length positions of work done G times. Here the distinct prompts run once, with
+``use_cache``, and each row continues from its prompt's cache (``Cache.batch_select_indices``), which is
+differentiable: the loss's gradient reaches the prompt positions through the cache, summed over the rows that share
+them, as it is summed over those rows' copies without sharing.
+
+Same positions (a forward without ``position_ids`` counts from the cache length; ``generate`` from the attention
+mask), same masks, same arithmetic per row: the log-probabilities, their gradients and greedy completions equal the
+unshared ones up to floating-point summation order (GEMMs of P instead of B rows). One thing changes where the model
+has dropout in train mode (PEFT's ``lora_dropout``): rows that share a prompt share its dropout mask there.
+
+    first, inverse = distinct_rows(prompt_ids, prompt_mask)   # prompt_ids[first][inverse] == prompt_ids
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def distinct_rows(*columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first row of each distinct row of ``columns`` (side by side), and each row's distinct index.
+
+    Args:
+        columns: (B, *) tensors with the same number of rows.
+    Returns:
+        first: (D,) long, the index of the first occurrence of each distinct row, in order of first occurrence.
+        inverse: (B,) long, ``inverse[b]`` is the position in ``first`` of row ``b``'s distinct row.
+    """
+    key = torch.cat([column.reshape(len(column), -1) for column in columns], dim=1)
+    _, sorted_inverse = torch.unique(key, dim=0, return_inverse=True)
+    rows = torch.arange(len(key), device=key.device)
+    firsts = torch.full((int(sorted_inverse.max()) + 1,), len(key), device=key.device)
+    firsts = firsts.scatter_reduce(0, sorted_inverse, rows, reduce="amin")
+    order = torch.argsort(firsts)  # distinct rows by first occurrence
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=key.device)
+    return firsts[order], rank[sorted_inverse]
+
+
+def prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> tuple[str, Any]:
+    """Run ``input_ids`` (B, T) through ``model`` for its key/value cache; returns the cache's keyword and the cache.
+
+    Only the last position's logits are computed (``logits_to_keep=1``). The keyword is ``cache`` on transformers
+    releases that renamed ``past_key_values``.
+    """
+    output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1, **kwargs)
+    name = "cache" if output.get("cache") is not None else "past_key_values"
+    if output.get(name) is None:
+        raise RuntimeError(f"{type(model).__name__} returned no key/value cache with use_cache=True.")
+    return name, output[name]
+
+
+def shared_prefix_forward(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prefix_length: int,
+    **kwargs: Any,
+) -> Any:
+    """``model(input_ids=..., attention_mask=..., **kwargs)`` with the first ``prefix_length`` positions shared.
+
+    Args:
+        input_ids, attention_mask: (B, T); rows whose first ``prefix_length`` ids and mask agree share that prefix.
+        prefix_length: positions of the shared prefix (for GRPO's loss: the prompt length - 1, so that the last
+            prompt position, which predicts the first completion token, is scored in the second call).
+        kwargs: passed to the second call only, with its per-position tensors (``labels``) cut to positions
+            ``prefix_length:``.
+    Returns:
+        The output of the call on positions ``prefix_length:`` (its per-position fields have T - prefix_length
+        positions), or the plain call's output when no two rows share the prefix.
+    """
+    if prefix_length < 1:
+        return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    first, inverse = distinct_rows(input_ids[:, :prefix_length], attention_mask[:, :prefix_length])
+    if len(first) == len(input_ids):
+        return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    name, cache = prompt_cache(model, input_ids[first, :prefix_length], attention_mask[first, :prefix_length])
+    cache.batch_select_indices(inverse)
+    rest = {k: v[:, prefix_length:] if k == "labels" else v for k, v in kwargs.items()}
+    return model(input_ids=input_ids[:, prefix_length:], attention_mask=attention_mask, **{name: cache}, **rest)
+
+
+def generate_with_shared_prefill(
+    model: Any, generate: Callable[..., Any], input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
+) -> Any:
+    """``generate(input_ids=..., attention_mask=..., **kwargs)``, each distinct prompt prefilled once.
+
+    Every prompt position but the last is run for the distinct prompts only, at the positions ``generate`` gives
+    left-padded rows (counted along the attention mask); ``generate`` then starts from that cache, copied to every
+    row, with the last prompt position. ``generate`` is the model's own (or a wrapper of it).
+    """
+    prefix = input_ids.shape[1] - 1
+    if prefix < 1:
+        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    first, inverse = distinct_rows(input_ids[:, :prefix], attention_mask[:, :prefix])
+    if len(first) == len(input_ids):
+        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    mask = attention_mask[first, :prefix]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as GenerationMixin counts them
+    name, cache = prompt_cache(model, input_ids[first, :prefix], mask, position_ids=positions)
+    cache.batch_select_indices(inverse)
+    return generate(input_ids=input_ids, attention_mask=attention_mask, **{name: cache}, **kwargs)

@@ -1,0 +1,147 @@
+"""Shared prompt prefixes (pgrpo.trainer.prefix): each distinct prompt through the body once, the same results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from trl import GRPOTrainer
+
+from pgrpo.testing import CPU_ARGS, build_toy_model_dir, toy_dataset, toy_reward
+from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
+from pgrpo.trainer.prefix import distinct_rows, generate_with_shared_prefill
+from tests.trainer.test_cpu_fast_path import loss_pass
+
+PROMPTS, GENERATIONS, PROMPT, COMPLETION = 4, 3, 6, 5
+
+
+@pytest.fixture(scope="module")
+def two_layer_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_toy_model_dir(tmp_path_factory.mktemp("two_layers"), num_layers=2)
+
+
+def make_trainer(model_dir: str, output_dir: Path, max_steps: int = 1, **overrides) -> PGRPOTrainer:
+    args = PGRPOConfig(output_dir=str(output_dir), max_steps=max_steps, estimator="grpo", **{**CPU_ARGS, **overrides})
+    return PGRPOTrainer(model=model_dir, reward_funcs=toy_reward, args=args, train_dataset=toy_dataset())
+
+
+def grpo_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GRPO's layout, shuffled: 4 left-padded prompts x 3 completions, one completion ended early.
+
+    Returns (prompt ids, prompt mask) of the distinct prompts and (ids, mask) of the 12 prompt + completion rows.
+    """
+    generator = torch.Generator().manual_seed(0)
+    prompts = torch.randint(3, vocab, (PROMPTS, PROMPT), generator=generator)
+    prompt_mask = torch.ones_like(prompts)
+    prompt_mask[1, :2] = prompt_mask[2, :1] = 0
+    prompts = prompts.masked_fill(prompt_mask == 0, 0)
+    rows = PROMPTS * GENERATIONS
+    ids = torch.cat([prompts.repeat_interleave(GENERATIONS, 0), torch.randint(3, vocab, (rows, COMPLETION))], 1)
+    mask = torch.cat([prompt_mask.repeat_interleave(GENERATIONS, 0), torch.ones(rows, COMPLETION, dtype=torch.long)], 1)
+    mask[0, -2:] = 0
+    order = torch.randperm(rows, generator=generator)
+    return prompts, prompt_mask, ids[order], mask[order]
+
+
+class BodyInputs:
+    """The (rows, positions) of every call of the model's body."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.shapes: list[tuple[int, int]] = []
+        body = model.get_decoder()
+        self.handle = body.register_forward_pre_hook(
+            lambda module, args, kwargs: self.shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+        )
+
+
+def test_distinct_rows_against_a_python_reference() -> None:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 3, (40, 2), generator=generator)
+    mask = torch.randint(0, 2, (40, 2), generator=generator)
+    first, inverse = distinct_rows(ids, mask)
+    seen: dict[tuple, int] = {}
+    for row in range(len(ids)):
+        seen.setdefault((*ids[row].tolist(), *mask[row].tolist()), row)
+    assert first.tolist() == list(seen.values())  # first occurrences, in order
+    expected = [list(seen).index((*ids[row].tolist(), *mask[row].tolist())) for row in range(len(ids))]
+    assert inverse.tolist() == expected
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_loss_forward_runs_each_prompt_once_with_the_same_logps_entropies_and_gradients(
+    two_layer_model_dir: str, tmp_path: Path, grad: bool
+) -> None:
+    trainer = make_trainer(two_layer_model_dir, tmp_path)
+    model = trainer.model
+    _, _, ids, mask = grpo_batch(model.config.vocab_size)
+    body = BodyInputs(model)
+    results = {}
+    for share in (False, True):
+        trainer.share_prompt_prefix = share
+        results[share] = loss_pass(trainer, ids, mask, COMPLETION, grad)
+    rows, length = ids.shape
+    # unshared: every row's every position; shared: the distinct prompts but their last position, then every row
+    # from the last prompt position on (the position that predicts the first completion token)
+    assert body.shapes == [(rows, length), (PROMPTS, PROMPT - 1), (rows, COMPLETION + 1)]
+    (logps, entropies, grads), (shared_logps, shared_entropies, shared_grads) = results[False], results[True]
+    assert shared_logps.shape == logps.shape == (rows, COMPLETION)
+    torch.testing.assert_close(shared_logps, logps, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shared_entropies, entropies, rtol=1e-5, atol=1e-6)
+    assert bool((shared_logps[mask[:, -COMPLETION:] == 0] == 0).all())
+    # with gradients, they reach every weight through the shared prompt cache, as without it
+    assert len(shared_grads) == len(grads) == (len(list(model.parameters())) if grad else 0)
+    for mine, theirs in zip(shared_grads, grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_generation_prefills_each_prompt_once_and_generates_the_same_tokens(
+    two_layer_model_dir: str, tmp_path: Path
+) -> None:
+    model = make_trainer(two_layer_model_dir, tmp_path).model
+    prompts, prompt_mask, _, _ = grpo_batch(model.config.vocab_size)
+    ids, mask = prompts.repeat_interleave(GENERATIONS, 0), prompt_mask.repeat_interleave(GENERATIONS, 0)
+    options = {"do_sample": False, "max_new_tokens": 6, "return_dict_in_generate": True, "output_scores": True}
+    body = BodyInputs(model)
+    with torch.no_grad():
+        plain = model.generate(input_ids=ids, attention_mask=mask, **options)
+        prefill_calls = len(body.shapes)
+        shared = generate_with_shared_prefill(model, model.generate, ids, mask, **options)
+    assert body.shapes[0] == (len(ids), PROMPT) and body.shapes[prefill_calls] == (PROMPTS, PROMPT - 1)
+    assert body.shapes[prefill_calls + 1] == (len(ids), 1)  # then every row from its last prompt token
+    assert torch.equal(shared.sequences, plain.sequences)
+    for mine, theirs in zip(shared.scores, plain.scores, strict=True):  # left-padded rows' positions included
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_trainer_with_shared_prompts_trains_as_trl(two_layer_model_dir: str, tmp_path: Path) -> None:
+    reference = GRPOTrainer(
+        model=two_layer_model_dir,
+        reward_funcs=toy_reward,
+        args=PGRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=3, estimator="grpo", **CPU_ARGS),
+        train_dataset=toy_dataset(),
+    )
+    reference.train()
+    ours = make_trainer(two_layer_model_dir, tmp_path / "ours", max_steps=3)
+    body = BodyInputs(ours.model)
+    ours.train()
+    prompt_tokens = len(ours.processing_class("say something for group big")["input_ids"])
+    rows = CPU_ARGS["per_device_train_batch_size"]
+    prefills = [shape for shape in body.shapes if shape[1] == prompt_tokens - 1]  # generation's and the loss's
+    assert len(prefills) == 2 * 3 and all(shape[0] < rows for shape in prefills)
+    # every row's call covers at most the last prompt position and the completion
+    assert all(shape[1] <= 1 + CPU_ARGS["max_completion_length"] for shape in body.shapes if shape[0] == rows)
+    losses = [e["loss"] for e in ours.state.log_history if "loss" in e]
+    expected = [e["loss"] for e in reference.state.log_history if "loss" in e]
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), rtol=1e-4, atol=1e-6)
+    theirs = reference.model.state_dict()
+    for name, mine in ours.model.state_dict().items():
+        torch.testing.assert_close(mine, theirs[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_prompts_are_not_shared_across_group_adapters(toy_model_dir: str, tmp_path: Path) -> None:
+    trainer = make_trainer(toy_model_dir, tmp_path, group_conditioning="adapter")
+    body = BodyInputs(trainer.model)
+    trainer.train()
+    rows = CPU_ARGS["per_device_train_batch_size"]
+    assert body.shapes and all(shape[0] == rows for shape in body.shapes)
