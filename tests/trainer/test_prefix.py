@@ -145,3 +145,24 @@ def test_prompts_are_not_shared_across_group_adapters(toy_model_dir: str, tmp_pa
     trainer.train()
     rows = CPU_ARGS["per_device_train_batch_size"]
     assert body.shapes and all(shape[0] == rows for shape in body.shapes)
+
+
+def test_a_model_that_returns_no_shareable_cache_gets_the_unshared_call(
+    two_layer_model_dir: str, tmp_path: Path
+) -> None:
+    """Activation checkpointing turned on on the model itself (not in the trainer's args) drops the prompt cache while
+    training: the shared call must notice and run every row in full, with the same log-probabilities."""
+    trainer = make_trainer(two_layer_model_dir, tmp_path)
+    model = trainer.model
+    _, _, ids, mask = grpo_batch(model.config.vocab_size)
+    trainer.share_prompt_prefix = False
+    expected, _, _ = loss_pass(trainer, ids, mask, COMPLETION, grad=True)
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    model.train()
+    trainer.share_prompt_prefix = True
+    body = BodyInputs(model)
+    logps, _, grads = loss_pass(trainer, ids, mask, COMPLETION, grad=True)
+    assert body.shapes[-1] == ids.shape  # the prompt pass gave no cache: every row's every position
+    torch.testing.assert_close(logps, expected, rtol=1e-5, atol=1e-6)
+    assert len(grads) == len(list(model.parameters()))

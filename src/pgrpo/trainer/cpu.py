@@ -18,11 +18,13 @@ keep the step bit for bit, the third up to floating-point summation order:
    the thread count when it ends; set ``generation_threads`` on the trainer (``None``: keep torch's) to change it.
 3. **Each distinct prompt goes through the body once** (:mod:`pgrpo.trainer.prefix`), in generation's prefill and
    in the loss's forward and backward, instead of once per completion (``num_generations`` times): on SmolLM2's
-   ~45-token chat prompts and 32-token completions, half the step's FLOPs. Equal up to floating-point summation
+   ~45-token chat prompts and 32-token completions, ~40% of the loss's positions. Equal up to floating-point summation
    order (GEMMs of fewer rows), except that rows sharing a prompt share its LoRA dropout mask there. Not with
    per-row group adapters (rows with the same prompt may route to different adapters), gradient checkpointing (no
-   cache while training), a model wrapped for distributed training (its forward must run once per backward), or
-   extra model inputs (images); ``share_prompt_prefix = False`` turns it off alone.
+   cache while training), a model wrapped for distributed training (its forward must run once per backward), extra
+   model inputs (images), MoE router losses, beam search or several sequences per prompt in ``generate``, static
+   caches, or caches other than keys and values (state-space, linear attention: the unshared call runs instead);
+   ``share_prompt_prefix = False`` turns it off alone.
 
 ``cpu_fast_path = False`` on the trainer (class or instance) turns all three off: the step is then TRL's as it is.
 """
@@ -78,9 +80,13 @@ def shared_prefill(model: Any) -> Iterator[None]:
     generate = model.generate
 
     def prefilling_generate(input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
-        config = kwargs.get("generation_config")
-        plain = set(kwargs) - {"generation_config"} or (
-            config is not None and (config.use_cache is False or config.cache_implementation is not None)
+        configs = [c for c in (kwargs.get("generation_config"), getattr(model, "generation_config", None)) if c]
+        plain = set(kwargs) - {"generation_config"} or any(
+            config.use_cache is False
+            or config.cache_implementation is not None
+            or (config.num_beams or 1) > 1
+            or (config.num_return_sequences or 1) > 1
+            for config in configs
         )
         if plain:
             return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
@@ -132,6 +138,7 @@ class CPUFastPath:
             and self.accelerator.unwrap_model(model) is model
             and not (torch.is_grad_enabled() and getattr(self.args, CHECKPOINTING_FIELD))
             and all(value is None or value is False for value in inputs.values())
+            and not getattr(self.model.config.get_text_config(), "output_router_logits", False)  # MoE aux loss
         )
         if shared:
             model = SharedPrefixCall(model, input_ids.shape[1] - logits_to_keep)

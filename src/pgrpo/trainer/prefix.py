@@ -43,17 +43,29 @@ def distinct_rows(*columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return firsts[order], rank[sorted_inverse]
 
 
-def prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> tuple[str, Any]:
-    """Run ``input_ids`` (B, T) through ``model`` for its key/value cache; returns the cache's keyword and the cache.
+# Cache layers that hold only keys and values per position, which batch_select_indices copies whole (transformers 5.x).
+SHAREABLE_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")
+
+
+def prompt_cache(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
+) -> tuple[str, Any] | None:
+    """Run ``input_ids`` (B, T) through ``model`` for its key/value cache: the cache's keyword and the cache, or
+    ``None`` when the model gave no cache that rows can share (state-space or linear-attention layers, a cache turned
+    off by activation checkpointing); the caller then runs the unshared call.
 
     Only the last position's logits are computed (``logits_to_keep=1``). The keyword is ``cache`` on transformers
     releases that renamed ``past_key_values``.
     """
     output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1, **kwargs)
     name = "cache" if output.get("cache") is not None else "past_key_values"
-    if output.get(name) is None:
-        raise RuntimeError(f"{type(model).__name__} returned no key/value cache with use_cache=True.")
-    return name, output[name]
+    cache = output.get(name)
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ not in SHAREABLE_LAYERS for layer in layers):
+        return None
+    if cache.get_seq_length() != input_ids.shape[1]:
+        return None
+    return name, cache
 
 
 def shared_prefix_forward(
@@ -80,7 +92,10 @@ def shared_prefix_forward(
     first, inverse = distinct_rows(input_ids[:, :prefix_length], attention_mask[:, :prefix_length])
     if len(first) == len(input_ids):
         return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    name, cache = prompt_cache(model, input_ids[first, :prefix_length], attention_mask[first, :prefix_length])
+    shared = prompt_cache(model, input_ids[first, :prefix_length], attention_mask[first, :prefix_length])
+    if shared is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    name, cache = shared
     cache.batch_select_indices(inverse)
     rest = {k: v[:, prefix_length:] if k == "labels" else v for k, v in kwargs.items()}
     return model(input_ids=input_ids[:, prefix_length:], attention_mask=attention_mask, **{name: cache}, **rest)
@@ -103,6 +118,9 @@ def generate_with_shared_prefill(
         return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     mask = attention_mask[first, :prefix]
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as GenerationMixin counts them
-    name, cache = prompt_cache(model, input_ids[first, :prefix], mask, position_ids=positions)
+    shared = prompt_cache(model, input_ids[first, :prefix], mask, position_ids=positions)
+    if shared is None:
+        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    name, cache = shared
     cache.batch_select_indices(inverse)
     return generate(input_ids=input_ids, attention_mask=attention_mask, **{name: cache}, **kwargs)
