@@ -32,6 +32,18 @@ def padded_batch(vocab: int, rows: int = 6, prompt: int = 7, completion: int = 5
     return ids.masked_fill(mask == 0, 0), mask
 
 
+def trained_trl_reference(model_dir: str, output_dir: Path, max_steps: int) -> GRPOTrainer:
+    """TRL's own GRPOTrainer on the toy task, trained for ``max_steps``: what the fast path is compared with."""
+    reference = GRPOTrainer(
+        model=model_dir,
+        reward_funcs=toy_reward,
+        args=PGRPOConfig(output_dir=str(output_dir), max_steps=max_steps, estimator="grpo", **CPU_ARGS),
+        train_dataset=toy_dataset(),
+    )
+    reference.train()
+    return reference
+
+
 def loss_pass(
     trainer: PGRPOTrainer, ids: torch.Tensor, mask: torch.Tensor, completion: int, grad: bool
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -86,13 +98,7 @@ def test_head_scores_only_completion_tokens_with_the_same_logps_and_gradients(
 
 
 def test_fast_path_trains_exactly_as_trl_and_restores_the_head_switch(toy_model_dir: str, tmp_path: Path) -> None:
-    reference = GRPOTrainer(
-        model=toy_model_dir,
-        reward_funcs=toy_reward,
-        args=PGRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=4, estimator="grpo", **CPU_ARGS),
-        train_dataset=toy_dataset(),
-    )
-    reference.train()
+    reference = trained_trl_reference(toy_model_dir, tmp_path / "trl", max_steps=4)
     ours = make_trainer(toy_model_dir, tmp_path / "ours", fast=True, max_steps=4)
     ours.share_prompt_prefix = False  # equal up to summation order only: tests/trainer/test_prefix.py
     ours.train()

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from trl import GRPOTrainer
 
 from pgrpo.testing import CPU_ARGS, build_toy_model_dir, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 from pgrpo.trainer.prefix import distinct_rows, generate_with_shared_prefill
-from tests.trainer.test_cpu_fast_path import loss_pass
+from tests.trainer.test_cpu_fast_path import loss_pass, trained_trl_reference
 
 PROMPTS, GENERATIONS, PROMPT, COMPLETION = 4, 3, 6, 5
 
@@ -115,13 +114,7 @@ def test_generation_prefills_each_prompt_once_and_generates_the_same_tokens(
 
 
 def test_trainer_with_shared_prompts_trains_as_trl(two_layer_model_dir: str, tmp_path: Path) -> None:
-    reference = GRPOTrainer(
-        model=two_layer_model_dir,
-        reward_funcs=toy_reward,
-        args=PGRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=3, estimator="grpo", **CPU_ARGS),
-        train_dataset=toy_dataset(),
-    )
-    reference.train()
+    reference = trained_trl_reference(two_layer_model_dir, tmp_path / "trl", max_steps=3)
     ours = make_trainer(two_layer_model_dir, tmp_path / "ours", max_steps=3)
     body = BodyInputs(ours.model)
     ours.train()

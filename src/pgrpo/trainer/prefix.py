@@ -47,24 +47,37 @@ def distinct_rows(*columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 SHAREABLE_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")
 
 
-def prompt_cache(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
+def shared_cache(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_length: int, counted_positions: bool
 ) -> tuple[str, Any] | None:
-    """Run ``input_ids`` (B, T) through ``model`` for its key/value cache: the cache's keyword and the cache, or
-    ``None`` when the model gave no cache that rows can share (state-space or linear-attention layers, a cache turned
-    off by activation checkpointing); the caller then runs the unshared call.
+    """The key/value cache of every row's first ``prefix_length`` positions, computed once per distinct prefix and
+    copied to every row: the cache's keyword and the cache, or ``None`` when there is nothing to share (no prefix, no
+    two rows alike) or the model gave no cache that rows can share (state-space or linear-attention layers, a cache
+    turned off by activation checkpointing); the caller then makes the unshared call.
 
+    Args:
+        input_ids, attention_mask: (B, T); rows whose first ``prefix_length`` ids and mask agree share that prefix.
+        counted_positions: give left-padded rows the positions ``generate`` gives them (counted along the attention
+            mask) instead of a plain forward's ``0 .. prefix_length - 1``.
     Only the last position's logits are computed (``logits_to_keep=1``). The keyword is ``cache`` on transformers
     releases that renamed ``past_key_values``.
     """
-    output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1, **kwargs)
+    if prefix_length < 1:
+        return None
+    first, inverse = distinct_rows(input_ids[:, :prefix_length], attention_mask[:, :prefix_length])
+    if len(first) == len(input_ids):
+        return None
+    ids, mask = input_ids[first, :prefix_length], attention_mask[first, :prefix_length]
+    options = {"position_ids": (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)} if counted_positions else {}
+    output = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **options)
     name = "cache" if output.get("cache") is not None else "past_key_values"
     cache = output.get(name)
     layers = getattr(cache, "layers", None)
     if not layers or any(type(layer).__name__ not in SHAREABLE_LAYERS for layer in layers):
         return None
-    if cache.get_seq_length() != input_ids.shape[1]:
+    if cache.get_seq_length() != prefix_length:
         return None
+    cache.batch_select_indices(inverse)
     return name, cache
 
 
@@ -87,16 +100,10 @@ def shared_prefix_forward(
         The output of the call on positions ``prefix_length:`` (its per-position fields have T - prefix_length
         positions), or the plain call's output when no two rows share the prefix.
     """
-    if prefix_length < 1:
-        return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    first, inverse = distinct_rows(input_ids[:, :prefix_length], attention_mask[:, :prefix_length])
-    if len(first) == len(input_ids):
-        return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    shared = prompt_cache(model, input_ids[first, :prefix_length], attention_mask[first, :prefix_length])
+    shared = shared_cache(model, input_ids, attention_mask, prefix_length, counted_positions=False)
     if shared is None:
         return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     name, cache = shared
-    cache.batch_select_indices(inverse)
     rest = {k: v[:, prefix_length:] if k == "labels" else v for k, v in kwargs.items()}
     return model(input_ids=input_ids[:, prefix_length:], attention_mask=attention_mask, **{name: cache}, **rest)
 
@@ -110,17 +117,6 @@ def generate_with_shared_prefill(
     left-padded rows (counted along the attention mask); ``generate`` then starts from that cache, copied to every
     row, with the last prompt position. ``generate`` is the model's own (or a wrapper of it).
     """
-    prefix = input_ids.shape[1] - 1
-    if prefix < 1:
-        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    first, inverse = distinct_rows(input_ids[:, :prefix], attention_mask[:, :prefix])
-    if len(first) == len(input_ids):
-        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    mask = attention_mask[first, :prefix]
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as GenerationMixin counts them
-    shared = prompt_cache(model, input_ids[first, :prefix], mask, position_ids=positions)
-    if shared is None:
-        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    name, cache = shared
-    cache.batch_select_indices(inverse)
-    return generate(input_ids=input_ids, attention_mask=attention_mask, **{name: cache}, **kwargs)
+    shared = shared_cache(model, input_ids, attention_mask, input_ids.shape[1] - 1, counted_positions=True)
+    cache = {} if shared is None else dict([shared])
+    return generate(input_ids=input_ids, attention_mask=attention_mask, **cache, **kwargs)
