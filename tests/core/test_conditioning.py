@@ -34,6 +34,21 @@ def test_conversational_prompts_get_it_as_the_system_message() -> None:
     assert conditioning.apply(with_system, 2)[0] == {"role": "system", "content": "You serve 2: 2. Be brief."}
 
 
+def test_with_the_user_role_the_text_starts_the_first_user_message() -> None:
+    conditioning = PromptConditioning("{description}", {"1": "Write a one-star review."}, role="user")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Review my coat."},
+            {"role": "assistant", "content": "Sure."}, {"role": "user", "content": "Shorter."}]  # fmt: skip
+    assert conditioning.apply(chat, 1) == [
+        {"role": "system", "content": "Be brief."},  # the system message is left alone
+        {"role": "user", "content": "Write a one-star review. Review my coat."},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "Shorter."},
+    ]
+    assert conditioning.apply("Review my coat.", 1) == "Write a one-star review. Review my coat."  # plain text alike
+    with pytest.raises(ValueError, match="group_prompt_role 'assistant': choose system or user"):
+        PromptConditioning(role="assistant")
+
+
 def test_mechanisms() -> None:
     assert uses_prompt("prompt") and uses_prompt("prompt+adapter") and not uses_prompt("adapter")
     assert uses_adapter("adapter") and uses_adapter("prompt+adapter") and not uses_adapter("none")

@@ -12,7 +12,14 @@ import pytest
 from pgrpo.cli import main
 from pgrpo.experiments.bench.plan import BenchArguments, planned_runs, record_regimes
 from pgrpo.experiments.bench.regimes import PERSONALIZATION_REGIMES, REGIMES
-from pgrpo.experiments.bench.variants import PERSONALIZATION_VARIANTS, VARIANTS, variant_flags
+from pgrpo.experiments.bench.variants import (
+    CONDITIONING,
+    PERSONALIZATION_VARIANTS,
+    VARIANTS,
+    frozen_reference,
+    is_frozen,
+    variant_flags,
+)
 from pgrpo.tasks.registry import check_options, find_task
 
 
@@ -57,10 +64,11 @@ def test_a_flag_a_running_variant_sets_is_refused_naming_the_variants(key: str, 
 
 
 def test_a_flag_only_variants_that_do_not_run_set_is_given_to_every_run() -> None:
-    runs = planned_runs(bench_args(variants=["grpo", "pgrpo"], train_options=json.dumps({"learning_rate": 0.01})))
-    assert {run.flags["learning_rate"] for run in runs} == {0.01}  # `frozen` sets it, but does not run here
-    with pytest.raises(ValueError, match=re.escape("sets 'learning_rate', which variant(s) frozen set")):
-        planned_runs(bench_args(variants=["grpo", "frozen"], train_options=json.dumps({"learning_rate": 0.01})))
+    options = json.dumps({"group_sampling_alpha": 0.5})
+    runs = planned_runs(bench_args(variants=["grpo", "pgrpo"], train_options=options))
+    assert {run.flags["group_sampling_alpha"] for run in runs} == {0.5}  # balanced sampling sets it, but is not here
+    with pytest.raises(ValueError, match=re.escape("which variant(s) pgrpo_balanced_sampling set")):
+        planned_runs(bench_args(variants=["grpo", "pgrpo_balanced_sampling"], train_options=options))
 
 
 def test_refusals_come_before_anything_is_written(tmp_path: Path) -> None:
@@ -172,3 +180,28 @@ def test_regime_variants_replace_each_regimes_own_and_tasks_none_runs_no_task_de
     runs = [str(run.run_dir) for run in planned_runs(args)]
     assert runs == [f"b/runs/regimes/{regime}/{variant}/seed0" for regime in ("personas-anonymous", "personas-G_8")
                     for variant in ("grpo", "pgrpo")]  # fmt: skip
+
+
+def test_untrained_references_take_one_step_and_keep_learning_rate_zero_under_a_bench_learning_rate() -> None:
+    args = bench_args(
+        tasks=["tones"], variants=["frozen", "frozen_prompt", "grpo"], train_options='{"learning_rate": 0.002}'
+    )
+    runs = {run.run_dir.parts[-2]: run.flags for run in planned_runs(args)}
+    assert runs["frozen"]["max_steps"] == runs["frozen_prompt"]["max_steps"] == 1  # one step evaluates the same
+    assert runs["frozen"]["learning_rate"] == runs["frozen_prompt"]["learning_rate"] == 0.0
+    assert runs["frozen_prompt"]["group_conditioning"] == "prompt"
+    assert runs["grpo"]["learning_rate"] == 0.002 and runs["grpo"]["max_steps"] == args.max_steps
+    with pytest.raises(ValueError, match=re.escape("sets 'group_conditioning', which variant(s) frozen_prompt set")):
+        planned_runs(bench_args(variants=["frozen_prompt"], train_options='{"group_conditioning": "adapter"}'))
+
+
+def test_every_conditioning_variant_has_its_untrained_reference() -> None:
+    assert {name: frozen_reference(name) for name in CONDITIONING} == {
+        "grpo_prompt": "frozen_prompt",
+        "pgrpo_balanced_sampling_prompt": "frozen_prompt",
+        "grpo_adapter": "frozen",  # per-group adapters start as the identity
+        "pgrpo_balanced_sampling_adapter": "frozen",
+    }
+    assert frozen_reference("pgrpo_balanced_sampling_prompt_random") == "frozen_prompt"
+    assert {"frozen", "frozen_prompt"} <= set(PERSONALIZATION_VARIANTS) and is_frozen("frozen_prompt")
+    assert not is_frozen("grpo") and not is_frozen("frozen_unknown")

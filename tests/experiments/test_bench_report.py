@@ -41,6 +41,11 @@ EFFECTS = {
     "named_only": {"a": SERVES, "b": SERVES, ANONYMOUS: (0.0, 0.0)},  # fails users the prompt does not tell apart
     "named_only_random": {"a": (0.0, 0.0), "b": (0.0, 0.0)},
 }
+HACKER = "hacker"  # serves like good, but its text is degenerate: perplexity 1.5x its initial policy's
+EFFECTS[HACKER] = EFFECTS["good"]
+EFFECTS[HACKER + "_random"] = EFFECTS["good_random"]
+PERPLEXITY = {HACKER: 13.5}  # 9.0 for the others and for every initial policy
+FROZEN_BELOW_GRPO = (0.05, 0.10)  # the untrained policy: (overall, worst) this far below grpo's
 SPECIALIST_GAIN = {"g1": 0.2, "g2": 0.0}
 TRAIN_SHARES = {"g1": 0.2, "g2": 0.8}
 
@@ -56,7 +61,9 @@ def write_run(
     per_group = per_group or {"g1": worst, "g2": 2 * overall - worst}
     evaluation = {"reward_sampled": overall, "worst_group_sampled": worst, "reward_greedy": overall,
                   "per_group_sampled": per_group, "per_group_prompts": dict.fromkeys(per_group, 30),
-                  "train_shares": TRAIN_SHARES, "kl_to_initial": 0.1, "perplexity": 9.0}  # fmt: skip
+                  "train_shares": TRAIN_SHARES, "kl_to_initial": 0.1, "perplexity": 9.0,
+                  "perplexity_reference_text": PERPLEXITY.get(variant, 9.0),
+                  "perplexity_reference_text_initial": 9.0}  # fmt: skip
     summary = {"task": task, "estimator": variant, "group_labels": "random" if "random" in variant else "task",
                "seed": seed, "eval": evaluation, "final_train_reward": overall, "seconds_per_step": 0.1}  # fmt: skip
     (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -81,6 +88,8 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for seed in SEEDS:
             overall, worst = grpo_rewards(seed)
             write_run(base / "grpo" / f"seed{seed}", task, "grpo", seed, overall, worst)
+            below = np.asarray(FROZEN_BELOW_GRPO)
+            write_run(base / "frozen" / f"seed{seed}", task, "frozen", seed, *(np.array([overall, worst]) - below))
             for variant, effects in EFFECTS.items():
                 if setting in effects:
                     d_overall, d_worst = effects[setting]
@@ -139,13 +148,17 @@ def test_the_bar_passes_only_the_variant_that_personalizes_without_a_trade_off(b
     }  # fmt: skip
     verdicts = bar(summarize({name: s.runs for name, s in settings.items()}), settings)
     # grpo, the random-label controls and the specialists are no candidates
-    assert set(verdicts) == {"good", "costly", "gappy", "lucky", "labelfree", "named_only"}
+    assert set(verdicts) == {"good", "costly", "gappy", "lucky", "labelfree", "named_only", HACKER}
     assert verdicts["good"]["tasks served"] == ["a", "b"] and verdicts["good"]["anonymous served"]
     assert verdicts["good"]["beats random labels"] == ["a", "b"] and verdicts["good"]["met"]
+    assert verdicts["good"]["rule"] == "project"  # the bench ran personas:anonymous
+    rest = {"RL share of worst group > 0": True, "capability kept": True}
     costly = verdicts["costly"]["conditions"]["a"]
-    assert costly == {"worst group > grpo": True, "train mix not lower": False, "gap <= 0.05": False}
+    assert costly == {"worst group > grpo": True, "train mix not lower": False, "gap <= 0.05": False, **rest}
     assert verdicts["gappy"]["conditions"]["b"] == {"worst group > grpo": True, "train mix not lower": True,
-                                                     "gap <= 0.05": False}  # fmt: skip
+                                                     "gap <= 0.05": False, **rest}  # fmt: skip
+    assert verdicts[HACKER]["conditions"]["a"] == {**verdicts["good"]["conditions"]["a"], "capability kept": False}
+    assert verdicts[HACKER]["serves"] == [] and not verdicts[HACKER]["met"]
     assert not verdicts["costly"]["met"] and not verdicts["gappy"]["met"]
     assert verdicts["lucky"]["tasks served"] == ["a"] and verdicts["lucky"]["serves"] == ["a", "a:hard", ANONYMOUS]
     assert not verdicts["lucky"]["met"]  # a regime is one more setting of its task, not another task
@@ -185,6 +198,10 @@ def test_report_writes_results_tables_and_figures(bench_dir: Path) -> None:
     assert set(row["per_group_eval"]) == {"g1", "g2"} and results["b"]["grpo"]["seeds"] == 3
     assert f"| good | a, b | yes | a, b | **yes** | a, {ANONYMOUS}, b | a:hard: worst group > grpo" in report
     assert "| costly | none | no | none | no | none | a: train mix not lower, gap <= 0.05;" in report
+    assert f"| {HACKER} | none | no | a, b | no | none | a: capability kept;" in report
+    assert row["rl share worst group"] == pytest.approx(t_interval(0.16 + 0.10 + NOISE))  # minus frozen's, per seed
+    assert row["perplexity ratio to initial"] == pytest.approx((1.0, 0.0))
+    assert results["b"][HACKER]["perplexity ratio to initial"] == pytest.approx((1.5, 0.0))
     assert "| good | 0.04 ± 0.00 | 0.00 ± 0.00 | 0.040 ± 0.000 |" in report  # gap per group, largest
     assert "| specialist_g1 |" not in report  # specialists are the reference, not variants in the tables
     assert 'Regime of `a`: flags `{"flag": 1}`.' in report and "Held-out prompts per group: g1 30, g2 30." in report
@@ -225,3 +242,41 @@ def test_a_bench_without_grpo_has_no_comparison_figures_not_even_stale_ones(tmp_
     for figure in stale:
         assert not (tmp_path / figure).exists() and figure not in report
     assert (tmp_path / "groups_a.png").stat().st_size > 10_000 and "](groups_a.png)" in report
+
+
+def test_rl_share_is_measured_from_the_untrained_policy_told_the_same() -> None:
+    def run(seed: int, worst: float) -> dict:
+        ev = {"reward_sampled": worst, "worst_group_sampled": worst, "per_group_sampled": {"x": worst}}
+        return {"seed": seed, "eval": ev, "curve": [worst] * 5, "final_train_reward": worst, "seconds_per_step": 1.0}
+
+    runs = {
+        "frozen": [run(0, 0.10), run(1, 0.20)],
+        "frozen_prompt": [run(0, 0.40), run(1, 0.50)],  # the description alone lifts the worst group by 0.3
+        "grpo": [run(0, 0.30), run(1, 0.35)],
+        "pgrpo_balanced_sampling_prompt": [run(0, 0.45), run(1, 0.60)],
+        "pgrpo_balanced_sampling_adapter": [run(1, 0.30), run(0, 0.25)],  # adapters start as the identity
+    }
+    table = summarize({"t": runs})["t"]
+    assert table["pgrpo_balanced_sampling_prompt"]["rl share worst group"] == pytest.approx(
+        t_interval(np.array([0.05, 0.10]))
+    )
+    assert table["pgrpo_balanced_sampling_adapter"]["rl share worst group"] == pytest.approx(
+        t_interval(np.array([0.15, 0.10]))
+    )
+    assert table["grpo"]["rl share worst group"] == pytest.approx(t_interval(np.array([0.20, 0.15])))
+    assert "rl share worst group" not in table["frozen_prompt"]  # the references have none
+
+
+def test_without_the_anonymous_regime_a_variant_must_serve_every_setting_that_ran(bench_dir: Path) -> None:
+    settings = {name: s for name, s in collect(bench_dir / "runs").items() if name in ("a", "b")}
+    verdicts = bar(summarize({name: s.runs for name, s in settings.items()}), settings)
+    assert verdicts["good"]["rule"] == "every setting" and verdicts["good"]["met"]
+    assert verdicts["named_only"]["met"]  # served a and b; the users the prompt does not tell apart are not here
+    assert not verdicts["lucky"]["met"] and verdicts["lucky"]["serves"] == ["a"]
+    report_dir = bench_dir / "two_settings"
+    (report_dir / "runs/matrix").mkdir(parents=True)
+    for name in ("a", "b"):
+        (report_dir / "runs/matrix" / name).symlink_to(bench_dir / "runs/matrix" / name)
+    report = write_report(report_dir).read_text()
+    assert "It clears the bar when it serves every setting of this bench." in report
+    assert "| good | **yes** | a, b | none |" in report

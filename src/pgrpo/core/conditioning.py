@@ -5,7 +5,8 @@ Two mechanisms (``PGRPOConfig.group_conditioning``), combinable:
 * ``prompt``: every prompt of group g gets the text ``template.format(group=g, description=d_g)`` (``d_g`` the
   group's description, by default its label), the same way in training, evaluation and inference. A plain-text
   prompt ``x`` becomes ``"<text> x"``; a conversational prompt (a list of ``{"role", "content"}`` messages) gets
-  the text as its system message (prepended to an existing system message).
+  the text as its system message (prepended to an existing system message), or with ``role="user"`` at the start
+  of its first user message (small instruct models follow an instruction there better than in a system message).
 * ``adapter``: a LoRA adapter per group on the shared weights, each completion routed through its own group's
   adapter (``pgrpo.trainer.adapters``); a group without an adapter uses the shared weights alone.
 
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 CONDITIONINGS: tuple[str, ...] = ("none", "prompt", "adapter", "prompt+adapter")
+PROMPT_ROLES: tuple[str, ...] = ("system", "user")  # where a chat prompt gets its group's text
 DEFAULT_TEMPLATE = "User group: {description}."
 TEMPLATE_FIELDS = {"group", "description"}
 Prompt = str | list[dict[str, Any]]
@@ -95,20 +97,31 @@ class PromptConditioning:
 
     template: str = DEFAULT_TEMPLATE
     descriptions: Mapping[str, str] = field(default_factory=dict)
+    role: str = "system"
 
     def __post_init__(self) -> None:
         validate_template(self.template)
+        if self.role not in PROMPT_ROLES:
+            raise ValueError(
+                f"group_prompt_role {self.role!r}: choose {' or '.join(PROMPT_ROLES)} (where a chat prompt gets its "
+                "group's text: its system message, or the start of its first user message)."
+            )
 
     def text(self, label: Any) -> str:
         """``template`` filled with the label and its description (the label itself when it has none)."""
         return self.template.format(group=label, description=self.descriptions.get(str(label), str(label)))
 
     def apply(self, prompt: Prompt, label: Any) -> Prompt:
-        """``prompt`` of a user of group ``label``: text prefixed, or the text as (the start of) the system message."""
+        """``prompt`` of a user of group ``label``: text prefixed, or the text as (the start of) the system message, or
+        with ``role="user"`` prefixed to the first user message."""
         text = self.text(label)
         if isinstance(prompt, str):
             return f"{text} {prompt}"
         messages = [dict(message) for message in prompt]
+        users = [i for i, message in enumerate(messages) if message.get("role") == "user"]
+        if self.role == "user" and users:
+            messages[users[0]]["content"] = f"{text} {messages[users[0]]['content']}"
+            return messages
         if messages and messages[0].get("role") == "system":
             messages[0]["content"] = f"{text} {messages[0]['content']}"
             return messages

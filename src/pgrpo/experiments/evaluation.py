@@ -80,46 +80,65 @@ def sequence_logprobs(
 
     For prompt tokens x and completion tokens y (the completion text re-encoded, then EOS):
     log pi(y | x) = sum_t log softmax(logits at position |x| + t - 1)[y_t]. ``batch_size`` sequences go
-    through the model at once, right-padded: every real token keeps its unpadded position and causal
-    context (padding comes after it, so no attention mask is needed), and padded positions are left out
-    of the sum.
+    through the model at once as TRL batches them, prompts left-padded to P tokens and completions right-padded to
+    C, with the attention mask and each row's own positions (counted along the mask, so every real token sees
+    exactly its unpadded context); the LM head runs on the last C + 1 positions only (``logits_to_keep``), the
+    ones that predict completion tokens, and padded positions are left out of the sum.
     """
-    sequences, starts = [], []
-    for prompt_ids, completion in zip(encode_prompts(tokenizer, prompts, chat), completions, strict=True):
-        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        sequences.append(prompt_ids + completion_ids)
-        starts.append(len(prompt_ids))
+    encoded_prompts = encode_prompts(tokenizer, prompts, chat)
+    encoded = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
     totals = []
-    for begin in range(0, len(sequences), batch_size):
-        batch = sequences[begin : begin + batch_size]
-        lengths = torch.tensor([len(ids) for ids in batch])
-        ids = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)  # pads (id 0) follow all real tokens
-        for row, sequence in enumerate(batch):
-            ids[row, : len(sequence)] = torch.tensor(sequence)
+    for begin in range(0, len(encoded), batch_size):
+        prompt_ids, completion_ids = encoded_prompts[begin : begin + batch_size], encoded[begin : begin + batch_size]
+        width, length = max(map(len, prompt_ids)), max(map(len, completion_ids))
+        ids = torch.zeros(len(prompt_ids), width + length, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
+            ids[row, width - len(prompt) : width + len(completion)] = torch.tensor(prompt + completion)
+            mask[row, width - len(prompt) : width + len(completion)] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with routed(model, groups, slice(begin, begin + batch_size)):
-            logits = model(input_ids=ids.to(model.device)).logits[:, :-1].float()
-        token_logp = torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None].to(model.device))[..., 0].cpu()
-        predicted = torch.arange(1, ids.shape[1])[None]  # the position of the token each logit row predicts
-        first = torch.tensor(starts[begin : begin + batch_size])[:, None]
-        totals.append((token_logp * ((predicted >= first) & (predicted < lengths[:, None]))).sum(1))
-    counts = [len(sequence) - start for sequence, start in zip(sequences, starts, strict=True)]
+            output = model(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=positions.to(model.device),
+                logits_to_keep=length + 1,
+            )
+        logits = output.logits[:, :-1].float()  # (B, C, V): position width - 1 + t predicts completion token t
+        targets = ids[:, width:, None].to(model.device)
+        token_logp = torch.log_softmax(logits, -1).gather(2, targets)[..., 0].cpu()
+        totals.append((token_logp * mask[:, width:]).sum(1))
+    counts = [len(completion) for completion in encoded]
     return torch.cat(totals), torch.tensor(counts, dtype=torch.float64)
 
 
 @torch.no_grad()
 def perplexity(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], groups: list[Any] | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    groups: list[Any] | None = None,
+    batch_size: int = 16,
 ) -> float:
-    """exp(mean token negative log-likelihood) of ``texts`` (text i routed through ``groups[i]``'s adapter)."""
+    """exp(mean token negative log-likelihood) of ``texts`` (text i routed through ``groups[i]``'s adapter), in
+    right-padded batches of ``batch_size`` (padding after every real token: each keeps its unpadded context)."""
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    rows = [i for i, ids in enumerate(encoded) if len(ids) >= 2]  # a text of one token predicts nothing
+    route = None if groups is None else [groups[i] for i in rows]
     nll, tokens = 0.0, 0
-    for index, text in enumerate(texts):
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
-        if ids.shape[1] < 2:
-            continue
-        with routed(model, groups, slice(index, index + 1)):
-            out = model(ids, labels=ids)
-        nll += out.loss.item() * (ids.shape[1] - 1)
-        tokens += ids.shape[1] - 1
+    for begin in range(0, len(rows), batch_size):
+        batch = [encoded[i] for i in rows[begin : begin + batch_size]]
+        ids = torch.zeros(len(batch), max(map(len, batch)), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, sequence in enumerate(batch):
+            ids[row, : len(sequence)], mask[row, : len(sequence)] = torch.tensor(sequence), 1
+        with routed(model, route, slice(begin, begin + batch_size)):
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1]
+        token_nll = torch.nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), ids[:, 1:].to(model.device), reduction="none"
+        ).cpu()
+        nll += float((token_nll * mask[:, 1:]).sum())
+        tokens += int(mask[:, 1:].sum())
     return math.exp(nll / max(tokens, 1))
 
 
@@ -156,6 +175,7 @@ def evaluate_policy(
     label_column: str | None = None,
     only_group: Any = None,
     adapters: bool = False,
+    greedy: bool = True,
 ) -> dict[str, Any]:
     """Per-group held-out rewards and capability retention (see the module docstring).
 
@@ -164,7 +184,9 @@ def evaluate_policy(
     ``conditioning``: condition each prompt on its row's ``label_column`` (default ``group_column``): the labels the
     policy was trained with. ``only_group``: evaluate only this group's rows among the ``num_prompts`` balanced ones
     (a specialist: the same prompts as a shared policy's evaluation gives that group). ``adapters``: route each
-    row through its ``label_column`` group's adapter (``group_conditioning="adapter"``).
+    row through its ``label_column`` group's adapter (``group_conditioning="adapter"``). ``greedy``: also generate
+    and score a greedy completion per prompt (``reward_greedy``, ...; a third of the generation at 2 samples).
+    ``examples``: the first two prompts of every group, each with its first sampled (and greedy) completion.
     """
     group_column = group_column or task.group_column
     was_training = model.training
@@ -177,7 +199,11 @@ def evaluate_policy(
     prompts = [policy_prompt(row["prompt"], label, chat, conditioning) for row, label in zip(rows, labels, strict=True)]
     route = labels if adapters else None
     torch.manual_seed(seed)
-    greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat, groups=route)
+    greedy_texts = (
+        generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat, groups=route)
+        if greedy
+        else None
+    )
     sampled_rows = [row for row in rows for _ in range(samples)]
     sampled_prompts = [p for p in prompts for _ in range(samples)]
     sampled_route = route and [label for label in route for _ in range(samples)]
@@ -185,7 +211,7 @@ def evaluate_policy(
         model, tokenizer, sampled_prompts, max_new_tokens, True, chat=chat, groups=sampled_route
     )
     model_inputs = [as_model_input(tokenizer, prompt, chat) for prompt in prompts]
-    greedy_reward = score(task, rows, greedy, prompts)
+    greedy_reward = score(task, rows, greedy_texts, prompts) if greedy_texts is not None else None
     sampled_reward = score(task, sampled_rows, sampled, sampled_prompts)
     sampled_groups = [row[group_column] for row in sampled_rows]
     results: dict[str, Any] = {
@@ -194,10 +220,7 @@ def evaluate_policy(
         "samples_per_prompt": samples,
         "perplexity": perplexity(model, tokenizer, model_inputs, route),
         **reference_text_perplexity(model, reference, tokenizer, rows, route),
-        "examples": [
-            {"group": str(g), "prompt": p, "greedy": c}
-            for g, p, c in zip(groups[:8], model_inputs[:8], greedy[:8], strict=True)
-        ],
+        "examples": examples(groups, model_inputs, sampled[::samples], greedy_texts),
     }
     if reference is not None:
         policy_logp, lengths = sequence_logprobs(model, tokenizer, sampled_prompts, sampled, chat, groups=sampled_route)
@@ -208,32 +231,51 @@ def evaluate_policy(
     return results
 
 
+def examples(
+    groups: list[Any], prompts: list[str], sampled: list[str], greedy: list[str] | None, per_group: int = 2
+) -> list[dict[str, str]]:
+    """The first ``per_group`` prompts of every group (as the model read them), each with its first sampled
+    completion and, where generated, its greedy one: what the policy writes for each group, so hacking shows."""
+    shown: Counter = Counter()
+    picked = []
+    for index, group in enumerate(groups):
+        if shown[str(group)] < per_group:
+            shown[str(group)] += 1
+            picked.append({"group": str(group), "prompt": prompts[index], "sampled": sampled[index]})
+            picked[-1] |= {"greedy": greedy[index]} if greedy is not None else {}
+    return picked
+
+
 def group_rewards(
     task: Task,
     group_column: str,
     groups: list[Any],
-    greedy_reward: list[float],
+    greedy_reward: list[float] | None,
     sampled_groups: list[Any],
     sampled_reward: list[float],
 ) -> dict[str, Any]:
-    """Held-out rewards overall and per group (greedy and sampled), the worst group, the majority-minority gap, and
-    the groups' train shares (the weights of the train-mix reward)."""
+    """Held-out rewards overall and per group (sampled, and greedy unless ``greedy_reward`` is None), the worst
+    group, the majority-minority gap, and the groups' train shares (the weights of the train-mix reward)."""
     per_group_sampled = group_means(sampled_groups, sampled_reward)
-    per_group_greedy = group_means(groups, greedy_reward)
     shares = pd.Series(task.train_dataset[group_column]).astype(str).value_counts(normalize=True).to_dict()
     majority = max(per_group_sampled, key=lambda g: shares.get(g, 0.0))
     minority = min(per_group_sampled, key=lambda g: shares.get(g, 0.0))
-    return {
+    results = {
         "per_group_prompts": dict(sorted(Counter(map(str, groups)).items())),
         "train_shares": dict(sorted(shares.items())),
         "reward_sampled": _mean(sampled_reward),
-        "reward_greedy": _mean(greedy_reward),
         "per_group_sampled": per_group_sampled,
-        "per_group_greedy": per_group_greedy,
         "worst_group_sampled": min(per_group_sampled.values()),
-        "worst_group_greedy": min(per_group_greedy.values()),
         "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority],
     }
+    if greedy_reward is not None:
+        per_group_greedy = group_means(groups, greedy_reward)
+        results |= {
+            "reward_greedy": _mean(greedy_reward),
+            "per_group_greedy": per_group_greedy,
+            "worst_group_greedy": min(per_group_greedy.values()),
+        }
+    return results
 
 
 def _mean(values: list[float]) -> float:

@@ -89,7 +89,11 @@ def generate_for_group(
                        "behaviour for an unseen group.", group, ", ".join(known))  # fmt: skip
     conditioning = None
     if uses_prompt(conditioning_kind):
-        conditioning = PromptConditioning(trainer["group_prompt_template"], trainer.get("group_descriptions") or {})
+        conditioning = PromptConditioning(
+            trainer["group_prompt_template"],
+            trainer.get("group_descriptions") or {},
+            trainer.get("group_prompt_role", "system"),  # runs made before the option: the system message
+        )
     if uses_adapter(conditioning_kind):
         from pgrpo.trainer.adapters import load_group_policy
 

@@ -80,6 +80,9 @@ class RunArguments:
     )
     eval_prompts: int = field(default=64, metadata={"help": "Held-out prompts to evaluate on (0 skips evaluation)."})
     eval_samples: int = field(default=4, metadata={"help": "Sampled completions per held-out prompt."})
+    eval_greedy: bool = field(
+        default=True, metadata={"help": "Also evaluate a greedy completion per held-out prompt (reward_greedy)."}
+    )
 
     def options(self) -> dict[str, Any]:
         options = json.loads(self.task_options) if isinstance(self.task_options, str) else dict(self.task_options)
@@ -224,8 +227,7 @@ def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, tas
     check_flags(config)
     task = task or build_task(run.task, seed=run.task_seed, **run.options())
     group_column = choose_group_column(config, task)
-    if run.train_group:
-        task = only_group(task, group_column, run.train_group)
+    trained = only_group(task, group_column, run.train_group) if run.train_group else task
     config.model_init_kwargs = model_init_kwargs(model_args, config)
     if config.group_descriptions is None and task.group_descriptions:
         config.group_descriptions = dict(task.group_descriptions)  # the task's own, unless given
@@ -238,9 +240,10 @@ def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, tas
             resuming = prepare_run_dir(run_dir, resolve(sections), run.overwrite)
         else:
             resuming = not run.overwrite and (run_dir / "checkpoints").exists()
+        # the policy is built from the whole task, so that a specialist starts from exactly the shared runs' policy
         built = policy_task(task, run.group_labels, group_column, config.prompt_conditioning())
         model_path = policy_path(built, model_args.model_name_or_path)
-        task, config.group_column = with_labels(task, run.group_labels, group_column, config.seed)
+        task, config.group_column = with_labels(trained, run.group_labels, group_column, config.seed)
     return Prepared(task, run_dir, model_path, group_column, resuming)
 
 
@@ -289,6 +292,7 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
         label_column=config.group_column,
         only_group=arguments.train_group or None,
         adapters=uses_adapter(config.group_conditioning),
+        greedy=arguments.eval_greedy,
     )
     (run.run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
     return evaluation

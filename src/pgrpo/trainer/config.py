@@ -118,6 +118,14 @@ class PGRPOConfig(GRPOConfig):
         default=DEFAULT_TEMPLATE,
         metadata={"help": "prompt conditioning: the text a group's prompts get, with {group} and/or {description}."},
     )
+    group_prompt_role: str = field(
+        default="system",
+        metadata={
+            "help": "prompt conditioning of chat prompts: where the group's text goes, 'system' (the system message) "
+            "or 'user' (the start of the first user message; small instruct models follow it better there).",
+            "choices": ["system", "user"],
+        },
+    )
     group_descriptions: dict | str | None = field(
         default=None,
         metadata={
@@ -194,7 +202,7 @@ class PGRPOConfig(GRPOConfig):
         """The prompt text of each group, or None without prompt conditioning."""
         if not uses_prompt(self.group_conditioning):
             return None
-        return PromptConditioning(self.group_prompt_template, self.group_descriptions or {})
+        return PromptConditioning(self.group_prompt_template, self.group_descriptions or {}, self.group_prompt_role)
 
     def engine_options(self) -> EngineOptions:
         """The advantage-engine options this config describes."""

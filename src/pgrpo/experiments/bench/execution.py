@@ -122,7 +122,8 @@ def warm_starts(runs: list[PlannedRun], build: tuple, task: Task) -> list[tuple[
         flags, conditioning = run.flags, None
         if uses_prompt(flags.get("group_conditioning", "none")):
             descriptions = read_descriptions(flags.get("group_descriptions")) or task.group_descriptions
-            conditioning = PromptConditioning(flags.get("group_prompt_template", DEFAULT_TEMPLATE), descriptions)
+            template = flags.get("group_prompt_template", DEFAULT_TEMPLATE)
+            conditioning = PromptConditioning(template, descriptions, flags.get("group_prompt_role", "system"))
         labels = flags.get("group_labels", "task")
         found.setdefault(f"{labels} {conditioning}", (labels, conditioning))
     return list(found.values())

@@ -28,6 +28,7 @@ from pgrpo.experiments.bench.variants import (
     PERSONALIZATION_VARIANTS,
     RANDOM_SUFFIX,
     VARIANTS,
+    is_frozen,
     specialist_name,
     variant_flags,
 )
@@ -141,7 +142,11 @@ def train_options(args: BenchArguments, regimes: list[Regime]) -> dict[str, Any]
     for key in [key for key in options if key != "task_options"]:
         if key in BENCH_SETS:
             raise ValueError(f"--train_options sets {key!r}, which the bench sets for all runs; use {BENCH_SETS[key]}.")
-        if setters := [name for name, flags in variants.items() if key in flags]:
+        # the untrained references' learning rate 0 is what makes them untrained; a bench's learning rate is the rest's
+        frozen_rate = key == "learning_rate"
+        if setters := [
+            name for name, flags in variants.items() if key in flags and not (frozen_rate and is_frozen(name))
+        ]:
             raise ValueError(
                 f"--train_options sets {key!r}, which variant(s) {', '.join(setters)} set: a variant is its flags. "
                 "Choose variants with --variants, or add one to VARIANTS in pgrpo.experiments.bench.variants."
@@ -180,7 +185,7 @@ def run_flags(
         **regime_flags,
         "task": task,
         "seed": seed,
-        "max_steps": args.max_steps,
+        "max_steps": 1 if is_frozen(variant) else args.max_steps,  # learning rate 0: one step evaluates the same
         "num_generations": generations,
         "per_device_train_batch_size": args.prompts_per_step * generations,
         "eval_prompts": args.eval_prompts,

@@ -15,7 +15,14 @@ from typing import Any
 
 import pandas as pd
 
-from pgrpo.experiments.bench.bar import MAX_GAP, MIN_TASKS, MIX_TOLERANCE, REQUIRED_REGIME, bar
+from pgrpo.experiments.bench.bar import (
+    MAX_GAP,
+    MAX_PERPLEXITY_RATIO,
+    MIN_TASKS,
+    MIX_TOLERANCE,
+    REQUIRED_REGIME,
+    bar,
+)
 from pgrpo.experiments.bench.plots import (
     plot_group_curves,
     plot_group_eval,
@@ -25,9 +32,12 @@ from pgrpo.experiments.bench.plots import (
     variant_colors,
 )
 from pgrpo.experiments.bench.statistics import (
+    CAPABILITY,
     GAP,
     GAP_MAX,
     OVERALL,
+    RL_SHARE_MIX,
+    RL_SHARE_WORST,
     TRAIN_MIX_DELTA,
     WORST,
     Interval,
@@ -35,7 +45,7 @@ from pgrpo.experiments.bench.statistics import (
     collect,
     summarize,
 )
-from pgrpo.experiments.bench.variants import is_specialist
+from pgrpo.experiments.bench.variants import is_random_control, is_specialist
 from pgrpo.tasks.registry import task_directory_name
 
 COLUMNS = {  # report column -> table metric
@@ -52,6 +62,9 @@ COLUMNS = {  # report column -> table metric
     "Δ worst group, real - random labels": f"{WORST} - random labels",
     "Δ train mix": TRAIN_MIX_DELTA,
     "largest personalization gap": GAP_MAX,
+    "RL share, worst group": RL_SHARE_WORST,
+    "RL share, train mix": RL_SHARE_MIX,
+    "perplexity / initial": CAPABILITY,
 }
 KIND_ORDER = {"task": 0, "regime": 1, "sweep": 2}
 
@@ -101,11 +114,18 @@ def bar_table(verdicts: dict[str, dict[str, Any]]) -> pd.DataFrame:
         failing = {name: [c for c, ok in met.items() if not ok] for name, met in verdict["conditions"].items()}
         return "; ".join(f"{name}: {', '.join(c)}" for name, c in failing.items() if c) or "none"
 
-    cells = {
-        variant: {
+    def project_columns(verdict: dict[str, Any]) -> dict[str, str]:  # the project bench's rule only
+        if verdict["rule"] != "project":
+            return {}
+        return {
             f"serves (tasks; need {MIN_TASKS})": listed(verdict["tasks served"]),
             f"serves {REQUIRED_REGIME}": "yes" if verdict["anonymous served"] else "no",
             "real > random labels, worst group (tasks; need 1)": listed(verdict["beats random labels"]),
+        }
+
+    cells = {
+        variant: {
+            **project_columns(verdict),
             "bar met": "**yes**" if verdict["met"] else "no",
             "settings served": listed(verdict["serves"]),
             "conditions not met": conditions(verdict),
@@ -113,6 +133,24 @@ def bar_table(verdicts: dict[str, dict[str, Any]]) -> pd.DataFrame:
         for variant, verdict in verdicts.items()
     }
     return pd.DataFrame.from_dict(cells, orient="index").rename_axis("variant")
+
+
+def bar_text(verdicts: dict[str, dict[str, Any]]) -> str:
+    """The bar in words, with the rule the bench's settings call for (bar.py)."""
+    serves = (
+        "A variant serves a setting when its held-out worst-group reward beats grpo's (95% interval above zero), its "
+        f"train-mix reward is not lower (interval's lower end >= -{MIX_TOLERANCE}), its largest personalization gap "
+        f"(specialist_g - variant_g, the specialist from the same initial policy) is <= {MAX_GAP}, the RL's share of "
+        "its worst group (minus the same policy untrained and told the same: frozen or frozen_prompt) lies above "
+        f"zero, and its perplexity on held-out real text is at most {MAX_PERPLEXITY_RATIO:.2f}x its initial policy's."
+    )
+    if any(verdict["rule"] == "project" for verdict in verdicts.values()):
+        return (
+            f"{serves} It clears the bar when it serves the defaults of at least {MIN_TASKS} tasks and "
+            f"{REQUIRED_REGIME}, and its real labels beat random ones on the worst group at the defaults of at least "
+            "one task."
+        )
+    return f"{serves} It clears the bar when it serves every setting of this bench."
 
 
 def gap_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -123,6 +161,24 @@ def gap_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
         if GAP in row
     }
     return pd.DataFrame.from_dict(cells, orient="index").fillna("–").rename_axis("variant")
+
+
+def example_lines(setting: Setting, width: int = 160) -> list[str]:
+    """A markdown table of one sampled held-out completion per group of every trained variant (its lowest seed) and
+    of the untrained references: what each policy writes for each group, so that reward hacking shows."""
+    cells = []
+    for variant, runs in setting.runs.items():
+        if is_specialist(variant) or is_random_control(variant) or not runs:
+            continue
+        first = min(runs, key=lambda run: run["seed"])
+        for group in sorted({example["group"] for example in first.get("examples", [])}):
+            text = next(e.get("sampled", e.get("greedy", "")) for e in first["examples"] if e["group"] == group)
+            text = " ".join(text.split()).replace("|", "\\|")
+            cells.append((variant, group, text if len(text) <= width else text[: width - 1] + "…"))
+    if not cells:
+        return []
+    frame = pd.DataFrame(cells, columns=["variant", "group", "sampled completion (seed 0)"]).set_index("variant")
+    return ["Sampled held-out completions, one per group:", "", *markdown(frame), ""]
 
 
 def describe(setting: Setting) -> str:
@@ -158,11 +214,7 @@ def write_report(bench_dir: Path, command: str = "") -> Path:
         "",
         "## The bar: personalize, don't trade off",
         "",
-        "A variant serves a setting when its held-out worst-group reward beats grpo's (95% interval above zero), "
-        f"its train-mix reward is not lower (interval's lower end >= -{MIX_TOLERANCE}) and its largest "
-        f"personalization gap (specialist_g - variant_g) is <= {MAX_GAP}. It clears the bar when it serves the "
-        f"defaults of at least {MIN_TASKS} tasks and {REQUIRED_REGIME}, and its real labels beat random ones on the "
-        "worst group at the defaults of at least one task.",
+        bar_text(verdicts),
         "",
         *markdown(bar_table(verdicts)),
         "",
@@ -197,7 +249,7 @@ def write_report(bench_dir: Path, command: str = "") -> Path:
             if not (gaps := gap_table(rows)).empty:
                 lines += ["Personalization gap per group (specialist - variant; the specialist: grpo on that "
                           "group's prompts alone):", "", *markdown(gaps), ""]  # fmt: skip
-            lines += [f"![{name}: training curves]({curves})", ""]
+            lines += [f"![{name}: training curves]({curves})", "", *example_lines(setting)]
     report = bench_dir / "report.md"
     report.write_text("\n".join(lines))
     return report

@@ -12,7 +12,11 @@ reward and worst group also with
 the variant's random-label control ``<v>_random`` where that ran (``"<metric> - random labels"``). Where a setting
 has specialists (``specialist_<g>``: grpo on group g's prompts alone), every other variant gets its
 personalization gap per group, specialist_g - variant_g on g's held-out prompts paired by seed, and the largest
-(``personalization gap max``: the interval of the group with the largest mean gap). Training
+(``personalization gap max``: the interval of the group with the largest mean gap). The **RL's share** of a trained
+variant v (``rl share worst group``, ``rl share train mix``) is v's held-out worst-group and train-mix reward minus
+those of its untrained reference (``frozen_reference``: the initial policy with the same prompt conditioning),
+paired by seed: what RL adds to what the policy does when merely told whom it serves. ``perplexity ratio to
+initial`` is the policy's perplexity over its initial policy's, on held-out real text (else held-out prompts). Training
 curves are smoothed by a trailing mean that skips NaN (a group absent from a step's batch).
 """
 
@@ -30,7 +34,13 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from pgrpo.experiments.bench.variants import RANDOM_SUFFIX, SPECIALIST_PREFIX, is_specialist
+from pgrpo.experiments.bench.variants import (
+    RANDOM_SUFFIX,
+    SPECIALIST_PREFIX,
+    frozen_reference,
+    is_frozen,
+    is_specialist,
+)
 from pgrpo.experiments.runs import read_metrics, task_build
 
 Run = dict[str, Any]  # a run's summary.json plus its training curves (load_run)
@@ -39,6 +49,8 @@ OVERALL, WORST = "eval reward (sampled)", "eval worst group (sampled)"
 TRAIN_MIX = "eval reward (train mix)"
 TRAIN_MIX_DELTA = "eval train mix - grpo"  # = f"{TRAIN_MIX} - grpo", under the name the bar reads
 GAP, GAP_MAX = "personalization gap", "personalization gap max"
+RL_SHARE_WORST, RL_SHARE_MIX = "rl share worst group", "rl share train mix"
+CAPABILITY = "perplexity ratio to initial"
 
 
 def train_mix_reward(run: Run) -> float | None:
@@ -55,6 +67,17 @@ def train_mix_reward(run: Run) -> float | None:
     return sum(weights[group] * reward for group, reward in per_group.items()) / total if total else None
 
 
+def perplexity_ratio(run: Run) -> float | None:
+    """Perplexity of the policy over that of the policy it started from, on held-out real text where the task gives
+    it (``reference_text``), else on the held-out prompts: > 1 means the policy lost some of its language model."""
+    evaluation = run["eval"]
+    for policy, initial in (("perplexity_reference_text", "perplexity_reference_text_initial"),
+                            ("perplexity", "perplexity_initial")):  # fmt: skip
+        if evaluation.get(policy) is not None and evaluation.get(initial):
+            return evaluation[policy] / evaluation[initial]
+    return None
+
+
 METRICS: dict[str, Callable[[Run], float | None]] = {
     OVERALL: lambda r: r["eval"].get("reward_sampled"),
     "eval reward (greedy)": lambda r: r["eval"].get("reward_greedy"),
@@ -67,6 +90,7 @@ METRICS: dict[str, Callable[[Run], float | None]] = {
     "perplexity, held-out real text": lambda r: r["eval"].get("perplexity_reference_text"),
     "s/step": lambda r: r["seconds_per_step"],
     TRAIN_MIX: train_mix_reward,
+    CAPABILITY: perplexity_ratio,
 }
 RANDOM_LABEL_METRICS = (OVERALL, WORST)
 
@@ -121,7 +145,8 @@ def steps_to(curve: Iterable[float], threshold: float) -> float:
 
 
 def load_run(run_dir: Path) -> Run:
-    """summary.json with the training curves: overall, worst group and per group (the trainer's labels)."""
+    """summary.json with the training curves (overall, worst group and per group: the trainer's labels) and the
+    held-out example completions of eval.json (``examples``)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = pd.DataFrame(read_metrics(run_dir / "metrics.jsonl"))
     group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith("/reward_mean")]
@@ -130,6 +155,8 @@ def load_run(run_dir: Path) -> Run:
     summary["group_curves"] = {
         column.split("/")[1]: metrics[column].tolist() for column in sorted(group_columns) if column.count("/") == 2
     }
+    evaluation = run_dir / "eval.json"
+    summary["examples"] = json.loads(evaluation.read_text()).get("examples", []) if evaluation.is_file() else []
     return summary
 
 
@@ -211,6 +238,10 @@ def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, dict
             groups = pd.DataFrame([run["eval"].get("per_group_sampled", {}) for run in seeds], dtype=float)
             row["per_group_eval"] = {group: interval(groups[group]) for group in sorted(groups.columns)}
             row[TRAIN_MIX_DELTA] = row[f"{TRAIN_MIX} - grpo"]
+            if not is_frozen(variant) and not is_specialist(variant):  # the RL share: what training adds to it
+                reference = frames.get(frozen_reference(variant))
+                row[RL_SHARE_WORST] = paired(frame, reference, WORST)
+                row[RL_SHARE_MIX] = paired(frame, reference, TRAIN_MIX)
             if specialists and not is_specialist(variant):
                 row[GAP] = personalization_gaps(seeds, specialists)
                 row[GAP_MAX] = largest_gap(row[GAP])

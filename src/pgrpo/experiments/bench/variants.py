@@ -13,6 +13,8 @@ from typing import Any
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "frozen": {"estimator": "grpo", "learning_rate": 0.0},  # no update: the warm-started policy, what RL starts from
+    # no update, told whom it serves: what prompt conditioning gives before any RL (the RL's share is measured from it)
+    "frozen_prompt": {"estimator": "grpo", "learning_rate": 0.0, "group_conditioning": "prompt"},
     "grpo": {"estimator": "grpo"},
     "dr_grpo": {"estimator": "dr_grpo", "loss_type": "dr_grpo"},  # Dr. GRPO: its advantage and its loss
     "batch_std": {"estimator": "batch_std"},
@@ -78,13 +80,36 @@ def variant_flags(name: str) -> dict[str, Any]:
     )
 
 
-REFERENCES = ("grpo", "frozen")  # what options are measured against, never candidates themselves
+FROZEN_PREFIX = "frozen"  # frozen[_<conditioning>]: the initial policy, no update (learning rate 0)
+REFERENCES = ("grpo", "frozen", "frozen_prompt")  # what options are measured against, never candidates themselves
+
+
+def known_flags(name: str) -> dict[str, Any]:
+    """The flags of variant ``name``, or none for a name VARIANTS does not hold (a run directory of an older bench)."""
+    return VARIANTS.get(name.removesuffix(RANDOM_SUFFIX), {})
+
+
+def is_frozen(name: str) -> bool:
+    """Whether ``name`` is an untrained reference (its evaluation does not depend on the number of steps)."""
+    return name.split("_")[0] == FROZEN_PREFIX and known_flags(name).get("learning_rate") == 0.0
+
+
+def frozen_reference(name: str) -> str:
+    """The untrained reference of variant ``name``: the initial policy with the same prompt conditioning
+    (``frozen_prompt`` for a variant that puts the group into its prompts, else ``frozen``). A variant's **RL share**
+    is its held-out reward minus its reference's. Per-group adapters start as the identity (LoRA's B = 0), so an
+    adapter variant's untrained reference is ``frozen`` itself."""
+    from pgrpo.core.conditioning import uses_prompt
+
+    return "frozen_prompt" if uses_prompt(known_flags(name).get("group_conditioning", "none")) else "frozen"
+
+
 SPECIALIST_PREFIX = "specialist_"  # specialist_<group>: grpo on that group's train prompts alone (plan.py)
 CONDITIONING = ("grpo_prompt", "pgrpo_balanced_sampling_prompt", "grpo_adapter", "pgrpo_balanced_sampling_adapter")
-# The personalization bench: the references, the best option of the last bench, and every conditioning variant,
-# each with its random-label control.
+# The personalization bench: the references (untrained, with and without the group in the prompt, and grpo), the
+# best option of the last bench, and every conditioning variant, each with its random-label control.
 PERSONALIZATION_VARIANTS = (
-    "grpo", "pgrpo", *(name for option in ("pgrpo_balanced_sampling", *CONDITIONING)
+    "frozen", "frozen_prompt", "grpo", "pgrpo", *(name for option in ("pgrpo_balanced_sampling", *CONDITIONING)
                        for name in (option, option + RANDOM_SUFFIX)),
 )  # fmt: skip
 
