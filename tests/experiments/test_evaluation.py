@@ -67,3 +67,22 @@ def test_capability_probe_reads_the_held_out_real_text_of_the_evaluated_rows(toy
     assert not math.isclose(results["perplexity_reference_text"], results["perplexity"], rel_tol=1e-3)
     assert "perplexity_reference_text" not in evaluate_policy(model, tokenizer, task, num_prompts=4, samples=1,
                                                               max_new_tokens=2)  # fmt: skip
+
+
+def test_held_out_samples_come_from_the_sampler_training_used(toy_model_dir: str) -> None:
+    from pgrpo.experiments.train import sampling_options
+    from pgrpo.trainer import PGRPOConfig
+
+    config = PGRPOConfig(output_dir="unused", use_cpu=True, temperature=0.7, top_k=None, min_p=0.05)
+    expected = {"temperature": 0.7, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, "min_p": 0.05}
+    assert sampling_options(config) == expected  # top_k 0: no truncation (transformers' default is 50)
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    task = toy_task()
+    cold = evaluate_policy(model, tokenizer, task, num_prompts=8, samples=2, max_new_tokens=5,
+                           sampling={"temperature": 1e-6, "top_k": 0})  # fmt: skip
+    assert [e["sampled"] for e in cold["examples"]] == [e["greedy"] for e in cold["examples"]]  # options reach it
+    hot = evaluate_policy(model, tokenizer, task, num_prompts=8, samples=2, max_new_tokens=5,
+                          sampling={"temperature": 50.0, "top_k": 0}, greedy=False)  # fmt: skip
+    assert [e["sampled"] for e in hot["examples"]] != [e["greedy"] for e in cold["examples"]]
+    assert "reward_greedy" not in hot and "per_group_greedy" not in hot and hot["worst_group_sampled"] >= 0

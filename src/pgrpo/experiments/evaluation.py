@@ -176,6 +176,7 @@ def evaluate_policy(
     only_group: Any = None,
     adapters: bool = False,
     greedy: bool = True,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-group held-out rewards and capability retention (see the module docstring).
 
@@ -186,6 +187,8 @@ def evaluate_policy(
     (a specialist: the same prompts as a shared policy's evaluation gives that group). ``adapters``: route each
     row through its ``label_column`` group's adapter (``group_conditioning="adapter"``). ``greedy``: also generate
     and score a greedy completion per prompt (``reward_greedy``, ...; a third of the generation at 2 samples).
+    ``sampling``: the sampler's ``generate`` options; give training's (``sampling_options(config)``) so that the
+    held-out samples come from the distribution RL trained, not transformers' default top-50 truncation of it.
     ``examples``: the first two prompts of every group, each with its first sampled (and greedy) completion.
     """
     group_column = group_column or task.group_column
@@ -208,7 +211,7 @@ def evaluate_policy(
     sampled_prompts = [p for p in prompts for _ in range(samples)]
     sampled_route = route and [label for label in route for _ in range(samples)]
     sampled = generate_completions(
-        model, tokenizer, sampled_prompts, max_new_tokens, True, chat=chat, groups=sampled_route
+        model, tokenizer, sampled_prompts, max_new_tokens, True, chat=chat, groups=sampled_route, sampling=sampling
     )
     model_inputs = [as_model_input(tokenizer, prompt, chat) for prompt in prompts]
     greedy_reward = score(task, rows, greedy_texts, prompts) if greedy_texts is not None else None

@@ -274,6 +274,16 @@ def make_trainer(run: Prepared, config: PGRPOConfig, model_args: ModelConfig) ->
     return trainer, chat
 
 
+def sampling_options(config: PGRPOConfig) -> dict[str, Any]:
+    """The ``generate`` options TRL samples completions with in training (GRPOConfig: temperature, top_p, top_k with
+    0 for none, min_p, repetition_penalty), for held-out samples from the same sampler."""
+    options = {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k or 0}
+    options["repetition_penalty"] = config.repetition_penalty
+    if config.min_p is not None:
+        options["min_p"] = config.min_p
+    return options
+
+
 def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, config: PGRPOConfig, chat: bool) -> dict:
     """Held-out evaluation of the trained policy against the policy it started from (written to eval.json)."""
     reference = AutoModelForCausalLM.from_pretrained(run.model_path, **config.model_init_kwargs)
@@ -293,6 +303,7 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
         only_group=arguments.train_group or None,
         adapters=uses_adapter(config.group_conditioning),
         greedy=arguments.eval_greedy,
+        sampling=sampling_options(config),
     )
     (run.run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
     return evaluation

@@ -109,9 +109,12 @@ def generate_completions(
     batch_size: int = 64,
     chat: bool = False,
     groups: Sequence[Any] | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> list[str]:
     """Completion text for each task prompt (encoded by :func:`encode_prompts`; left-padded batches, greedy unless
-    ``do_sample``); ``groups``: each prompt's group, for a model with group adapters (:func:`routed`)."""
+    ``do_sample``); ``groups``: each prompt's group, for a model with group adapters (:func:`routed`); ``sampling``:
+    ``generate`` options of the sampler (e.g. ``{"top_k": 0}``; unset ones come from the model's generation config,
+    whose unset ``top_k`` transformers takes as 50)."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     texts: list[str] = []
     try:
@@ -120,7 +123,11 @@ def generate_completions(
             batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
             with routed(model, groups, slice(start, start + batch_size)):
                 out = model.generate(
-                    **batch, max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **(sampling if do_sample and sampling else {}),
                 )
             texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
