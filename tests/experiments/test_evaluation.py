@@ -86,3 +86,17 @@ def test_held_out_samples_come_from_the_sampler_training_used(toy_model_dir: str
                           sampling={"temperature": 50.0, "top_k": 0}, greedy=False)  # fmt: skip
     assert [e["sampled"] for e in hot["examples"]] != [e["greedy"] for e in cold["examples"]]
     assert "reward_greedy" not in hot and "per_group_greedy" not in hot and hot["worst_group_sampled"] >= 0
+
+
+def test_the_initial_policys_perplexities_are_scored_once_per_cache(toy_model_dir: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    other = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    with torch.no_grad():
+        other.lm_head.weight.mul_(3.0)  # a reference that predicts differently
+    cache: dict = {}
+    first = evaluate_policy(model, tokenizer, toy_task(), model, num_prompts=6, samples=1, reference_cache=cache)
+    assert list(cache.values()) == [first["perplexity_initial"]]  # keyed by the texts scored
+    cached = evaluate_policy(model, tokenizer, toy_task(), other, num_prompts=6, samples=1, reference_cache=cache)
+    fresh = evaluate_policy(model, tokenizer, toy_task(), other, num_prompts=6, samples=1)
+    assert cached["perplexity_initial"] == first["perplexity_initial"] != fresh["perplexity_initial"]

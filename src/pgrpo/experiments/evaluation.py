@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -144,19 +145,19 @@ def perplexity(
 
 def reference_text_perplexity(
     model: PreTrainedModel,
-    reference: PreTrainedModel | None,
+    initial_perplexity: Callable[[list[str]], float] | None,
     tokenizer: PreTrainedTokenizerBase,
     rows: list[dict[str, Any]],
     route: list[Any] | None,
 ) -> dict[str, float]:
-    """Perplexity of the policy (and of ``reference``) on the rows' ``reference_text``, held-out real text; empty
-    when the task gives none."""
+    """Perplexity of the policy (and, with ``initial_perplexity``, of the initial policy) on the rows'
+    ``reference_text``, held-out real text; empty when the task gives none."""
     if not rows or "reference_text" not in rows[0]:
         return {}
     texts = [row["reference_text"] for row in rows]
     results = {"perplexity_reference_text": perplexity(model, tokenizer, texts, route)}
-    if reference is not None:
-        results["perplexity_reference_text_initial"] = perplexity(reference, tokenizer, texts)
+    if initial_perplexity is not None:
+        results["perplexity_reference_text_initial"] = initial_perplexity(texts)
     return results
 
 
@@ -177,6 +178,7 @@ def evaluate_policy(
     adapters: bool = False,
     greedy: bool = True,
     sampling: dict[str, Any] | None = None,
+    reference_cache: dict[tuple[str, ...], float] | None = None,
 ) -> dict[str, Any]:
     """Per-group held-out rewards and capability retention (see the module docstring).
 
@@ -190,6 +192,8 @@ def evaluate_policy(
     ``sampling``: the sampler's ``generate`` options; give training's (``sampling_options(config)``) so that the
     held-out samples come from the distribution RL trained, not transformers' default top-50 truncation of it.
     ``examples``: the first two prompts of every group, each with its first sampled (and greedy) completion.
+    ``reference_cache``: the reference's perplexity per tuple of texts, kept by a caller that evaluates many policies
+    against the same reference (``pgrpo bench`` workers: one initial policy, the same held-out rows every run).
     """
     group_column = group_column or task.group_column
     was_training = model.training
@@ -201,6 +205,14 @@ def evaluate_policy(
     labels = [row[label_column or group_column] for row in rows]
     prompts = [policy_prompt(row["prompt"], label, chat, conditioning) for row, label in zip(rows, labels, strict=True)]
     route = labels if adapters else None
+
+    def initial_perplexity(texts: list[str]) -> float:
+        if reference_cache is None:
+            return perplexity(reference, tokenizer, texts)
+        if (key := tuple(texts)) not in reference_cache:
+            reference_cache[key] = perplexity(reference, tokenizer, texts)
+        return reference_cache[key]
+
     torch.manual_seed(seed)
     greedy_texts = (
         generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat, groups=route)
@@ -222,14 +234,14 @@ def evaluate_policy(
         **group_rewards(task, group_column, groups, greedy_reward, sampled_groups, sampled_reward),
         "samples_per_prompt": samples,
         "perplexity": perplexity(model, tokenizer, model_inputs, route),
-        **reference_text_perplexity(model, reference, tokenizer, rows, route),
+        **reference_text_perplexity(model, reference and initial_perplexity, tokenizer, rows, route),
         "examples": examples(groups, model_inputs, sampled[::samples], greedy_texts),
     }
     if reference is not None:
         policy_logp, lengths = sequence_logprobs(model, tokenizer, sampled_prompts, sampled, chat, groups=sampled_route)
         reference_logp, _ = sequence_logprobs(reference, tokenizer, sampled_prompts, sampled, chat)
         results["kl_to_initial"] = ((policy_logp - reference_logp) / lengths).mean().item()
-        results["perplexity_initial"] = perplexity(reference, tokenizer, model_inputs)
+        results["perplexity_initial"] = initial_perplexity(model_inputs)
     model.train(was_training)
     return results
 

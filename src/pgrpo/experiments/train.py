@@ -40,6 +40,9 @@ from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 from pgrpo.trainer.trainer import condition_prompts
 
 UNSET_OUTPUT_DIR = "runs/_unset"  # `pgrpo train` keeps checkpoints in <run_dir>/checkpoints; see check_flags
+# initial policy path -> its perplexity per tuple of held-out texts: a bench worker evaluates every run of a setting
+# against the same initial policy on the same rows, and scores them once
+INITIAL_PERPLEXITY: dict[str, dict[tuple[str, ...], float]] = {}
 
 
 @dataclass
@@ -304,6 +307,7 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
         adapters=uses_adapter(config.group_conditioning),
         greedy=arguments.eval_greedy,
         sampling=sampling_options(config),
+        reference_cache=INITIAL_PERPLEXITY.setdefault(run.model_path, {}),
     )
     (run.run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
     return evaluation
@@ -322,11 +326,13 @@ def train(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
     trainer.save_model(str(prepared.run_dir / "final"))  # on every process: ZeRO-3 / FSDP gather the weights
 
     evaluation: dict[str, Any] = {}
     if run.eval_prompts > 0 and trainer.accelerator.is_main_process:
         evaluation = evaluate(trainer, prepared, run, config, chat)
+    eval_seconds = time.perf_counter() - start
     metrics = read_metrics(prepared.run_dir / "metrics.jsonl")
     summary = {
         "task": run.task,
@@ -339,6 +345,7 @@ def train(
         "steps": trainer.state.global_step,
         "train_seconds": train_seconds,
         "seconds_per_step": train_seconds / max(trainer.state.global_step, 1),
+        "eval_seconds": eval_seconds,  # with saving the final model
         "final_train_reward": float(np.mean([m["reward"] for m in metrics[-5:]])) if metrics else math.nan,
         "group_history": {str(k): v for k, v in trainer.advantage_engine.tracker.summary().items()},
         "eval": {k: v for k, v in evaluation.items() if k != "examples"},
