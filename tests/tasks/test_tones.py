@@ -11,7 +11,8 @@ import pytest
 from pgrpo.core.conditioning import PromptConditioning
 from pgrpo.tasks import build_task
 from pgrpo.tasks.base import Task
-from pgrpo.tasks.tones import TONES, build, copied, group_counts
+from pgrpo.tasks.reviews.reward import copied
+from pgrpo.tasks.tones import TONES, build, group_counts
 
 TARGET = {group: rating for group, (rating, _, _) in TONES.items()}
 

@@ -14,6 +14,15 @@ from pgrpo.tasks.reviews.data import RATINGS, truncate_review, words
 from pgrpo.tasks.reviews.rating_model import RatingModel, rating_model
 from pgrpo.tasks.reviews.reward import SCORES, make_reward
 
+# rating -> the instruction prompt conditioning gives its prompts (``group_prompt_template="{description}"``)
+DESCRIPTIONS = {
+    1: "Write a negative one-star review: the shopper is unhappy and says what went wrong.",
+    2: "Write a two-star review: the shopper is mostly disappointed, with one small good point.",
+    3: "Write a balanced three-star review: one thing the shopper liked and one thing they did not.",
+    4: "Write a positive four-star review: the shopper likes this item, with one small complaint.",
+    5: "Write a glowing, enthusiastic five-star review: the shopper loves this item.",
+}
+
 
 def review_prompt(category: str, rating: int) -> str:
     """The task prompt for a review of ``category`` that expresses ``rating`` stars."""
@@ -125,4 +134,5 @@ def build(
         sft_dataset=sft_dataset,
         reward_range=(0.0, 1.0),
         config=config,
+        group_descriptions={str(rating): text for rating, text in DESCRIPTIONS.items()},
     )

@@ -9,11 +9,9 @@ so a policy that cannot tell them apart must trade one group off against another
 
 Reward: the ``reviews`` reward (:mod:`pgrpo.tasks.reviews.reward`) with the group's target rating (delighted 5,
 mixed 3, disappointed 1): closeness of the rating a TF-IDF + logistic-regression model reads in the text to the
-target, times the quality factor that zeroes empty, short, repetitive, word-salad and gibberish text, times a copy
-guard, so that neither a list of sentiment words nor the group's description copied from the prompt wins:
-
-    R = quality(c) * score(c, y_g) * (1 - ramp(copied(c, x); 0.2 -> 0.5))
-    copied(c, x) = share of the completion's word trigrams that occur in the prompt x (as the policy read it)
+target, times the quality factor that zeroes empty, short, repetitive, word-salad and gibberish text, times the guard
+against copying the prompt, so that neither a list of sentiment words nor the group's description copied from a
+conditioned prompt wins.
 
 Held-out rows carry a real review of their group's rating (``reference_text``: the capability probe's held-out
 text).
@@ -21,15 +19,13 @@ text).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from datasets import Dataset
 
-from pgrpo.tasks.base import RewardFunction, Task, completion_text, register_task
+from pgrpo.tasks.base import Task, register_task
 from pgrpo.tasks.reviews.data import truncate_review, words
-from pgrpo.tasks.reviews.rating_model import RatingModel, rating_model
+from pgrpo.tasks.reviews.rating_model import rating_model
 from pgrpo.tasks.reviews.reward import make_reward
 
 # group -> (target rating, default train share, description for prompt conditioning). The descriptions are
@@ -53,32 +49,6 @@ REQUESTS = (
     "Draft a quick product review for the {item} I ordered.",
     "Could you write a brief review of the {item} I got last week?",
 )
-
-
-def trigrams(text: str) -> set[tuple[str, ...]]:
-    tokens = words(text)
-    return set(zip(tokens, tokens[1:], tokens[2:], strict=False))
-
-
-def copied(completion: str, prompt: str) -> float:
-    """Share of the completion's word trigrams that occur in the prompt (0 when it has none)."""
-    own = trigrams(completion)
-    return len(own & trigrams(prompt)) / len(own) if own else 0.0
-
-
-def make_tones_reward(model: RatingModel, min_words: int) -> RewardFunction:
-    """The reviews reward times the copy guard of the module docstring; reads ``target_rating`` and the prompts."""
-    reviews_reward = make_reward(model, "expected", min_words)
-
-    def tones_reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
-        rewards = reviews_reward(prompts, completions, **columns)
-        guards = [
-            1.0 - float(np.clip((copied(completion_text(c), completion_text(p)) - 0.2) / 0.3, 0.0, 1.0))
-            for p, c in zip(prompts, completions, strict=True)
-        ]
-        return [r * guard for r, guard in zip(rewards, guards, strict=True)]
-
-    return tones_reward
 
 
 def request(item: str, variant: int) -> str:
@@ -153,7 +123,7 @@ def build(
         ),
         train_dataset=train,
         eval_dataset=held_out,
-        reward_fn=make_tones_reward(model, min_words),
+        reward_fn=make_reward(model, "expected", min_words),
         group_column="group",
         sft_dataset=sft_dataset,
         reward_range=(0.0, 1.0),
