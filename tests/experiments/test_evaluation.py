@@ -100,3 +100,17 @@ def test_the_initial_policys_perplexities_are_scored_once_per_cache(toy_model_di
     cached = evaluate_policy(model, tokenizer, toy_task(), other, num_prompts=6, samples=1, reference_cache=cache)
     fresh = evaluate_policy(model, tokenizer, toy_task(), other, num_prompts=6, samples=1)
     assert cached["perplexity_initial"] == first["perplexity_initial"] != fresh["perplexity_initial"]
+
+
+def test_kl_on_fewer_samples_and_no_prompt_perplexity_when_asked(toy_model_dir: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    other = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    with torch.no_grad():
+        other.lm_head.weight.mul_(2.0)
+    full = evaluate_policy(model, tokenizer, toy_task(), other, num_prompts=6, samples=3, max_new_tokens=4)
+    first = evaluate_policy(model, tokenizer, toy_task(), other, num_prompts=6, samples=3, max_new_tokens=4,
+                            kl_samples=1, prompt_perplexity=False)  # fmt: skip
+    assert full["per_group_sampled"] == first["per_group_sampled"]  # the same samples, scored alike
+    assert first["kl_to_initial"] != full["kl_to_initial"] and math.isfinite(first["kl_to_initial"])
+    assert "perplexity" not in first and "perplexity_initial" not in first and "perplexity" in full

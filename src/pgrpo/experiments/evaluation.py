@@ -179,6 +179,8 @@ def evaluate_policy(
     greedy: bool = True,
     sampling: dict[str, Any] | None = None,
     reference_cache: dict[tuple[str, ...], float] | None = None,
+    kl_samples: int = 0,
+    prompt_perplexity: bool = True,
 ) -> dict[str, Any]:
     """Per-group held-out rewards and capability retention (see the module docstring).
 
@@ -194,6 +196,9 @@ def evaluate_policy(
     ``examples``: the first two prompts of every group, each with its first sampled (and greedy) completion.
     ``reference_cache``: the reference's perplexity per tuple of texts, kept by a caller that evaluates many policies
     against the same reference (``pgrpo bench`` workers: one initial policy, the same held-out rows every run).
+    ``kl_samples``: estimate the KL on the first ``kl_samples`` samples of each prompt (0: all of them).
+    ``prompt_perplexity``: also the perplexity of the held-out prompts (``perplexity``, ``perplexity_initial``);
+    the held-out real text (``reference_text``) is the better probe where the task has it.
     """
     group_column = group_column or task.group_column
     was_training = model.training
@@ -233,15 +238,18 @@ def evaluate_policy(
         "num_prompts": len(rows),
         **group_rewards(task, group_column, groups, greedy_reward, sampled_groups, sampled_reward),
         "samples_per_prompt": samples,
-        "perplexity": perplexity(model, tokenizer, model_inputs, route),
+        **({"perplexity": perplexity(model, tokenizer, model_inputs, route)} if prompt_perplexity else {}),
         **reference_text_perplexity(model, reference and initial_perplexity, tokenizer, rows, route),
         "examples": examples(groups, model_inputs, sampled[::samples], greedy_texts),
     }
     if reference is not None:
-        policy_logp, lengths = sequence_logprobs(model, tokenizer, sampled_prompts, sampled, chat, groups=sampled_route)
-        reference_logp, _ = sequence_logprobs(reference, tokenizer, sampled_prompts, sampled, chat)
+        kept = [i for i in range(len(sampled)) if not kl_samples or i % samples < kl_samples]
+        kl_prompts, kl_texts = [sampled_prompts[i] for i in kept], [sampled[i] for i in kept]
+        kl_route = sampled_route and [sampled_route[i] for i in kept]
+        policy_logp, lengths = sequence_logprobs(model, tokenizer, kl_prompts, kl_texts, chat, groups=kl_route)
+        reference_logp, _ = sequence_logprobs(reference, tokenizer, kl_prompts, kl_texts, chat)
         results["kl_to_initial"] = ((policy_logp - reference_logp) / lengths).mean().item()
-        results["perplexity_initial"] = initial_perplexity(model_inputs)
+        results |= {"perplexity_initial": initial_perplexity(model_inputs)} if prompt_perplexity else {}
     model.train(was_training)
     return results
 

@@ -86,6 +86,13 @@ class RunArguments:
     eval_greedy: bool = field(
         default=True, metadata={"help": "Also evaluate a greedy completion per held-out prompt (reward_greedy)."}
     )
+    eval_kl_samples: int = field(
+        default=0, metadata={"help": "Estimate the KL to the initial policy on this many samples per prompt (0: all)."}
+    )
+    eval_prompt_perplexity: bool = field(
+        default=True,
+        metadata={"help": "Also the perplexity of the held-out prompts (the real-text probe is separate)."},
+    )
 
     def options(self) -> dict[str, Any]:
         options = json.loads(self.task_options) if isinstance(self.task_options, str) else dict(self.task_options)
@@ -308,6 +315,8 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
         greedy=arguments.eval_greedy,
         sampling=sampling_options(config),
         reference_cache=INITIAL_PERPLEXITY.setdefault(run.model_path, {}),
+        kl_samples=arguments.eval_kl_samples,
+        prompt_perplexity=arguments.eval_prompt_perplexity,
     )
     (run.run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
     return evaluation
