@@ -238,7 +238,8 @@ def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, dict
             groups = pd.DataFrame([run["eval"].get("per_group_sampled", {}) for run in seeds], dtype=float)
             row["per_group_eval"] = {group: interval(groups[group]) for group in sorted(groups.columns)}
             row[TRAIN_MIX_DELTA] = row[f"{TRAIN_MIX} - grpo"]
-            if not is_frozen(variant) and not is_specialist(variant):  # the RL share: what training adds to it
+            # the RL share: what training adds to the same policy untrained (a random-label control starts elsewhere)
+            if not (is_frozen(variant) or is_specialist(variant) or variant.endswith(RANDOM_SUFFIX)):
                 reference = frames.get(frozen_reference(variant))
                 row[RL_SHARE_WORST] = paired(frame, reference, WORST)
                 row[RL_SHARE_MIX] = paired(frame, reference, TRAIN_MIX)
