@@ -84,7 +84,27 @@ def test_every_estimator_trains_and_logs_per_group_metrics(toy_model_dir: str, t
     for name in ("reward_mean", "reward_std", "advantage_mean", "advantage_std", "history_mean", "history_std",
                  "history_count"):  # fmt: skip
         assert f"group/big/{name}" in keys
-    assert {"group/worst_reward_mean", "frac_zero_advantage"} <= keys
+    assert {"group/worst_reward_running", "group/big/reward_running", "frac_zero_advantage"} <= keys
+
+
+def test_logged_group_curves_carry_each_groups_running_reward(toy_model_dir: str, tmp_path: Path) -> None:
+    """Every logged step holds every group seen so far, drawn in that step or not: the mean of its batch means over
+    its last 5 batches; the worst group is the lowest of them (not of the groups the step drew)."""
+    trainer = make_trainer(toy_model_dir, tmp_path, 8, cls=RecordingTrainer)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == len(trainer.batches) == 8
+    batch_means: dict[str, list[float]] = {}
+    carried = 0
+    for entry, batch in zip(logs, trainer.batches, strict=True):
+        for label in dict.fromkeys(batch["groups"]):
+            batch_means.setdefault(label, []).append(batch["rewards"][np.array(batch["groups"]) == label].mean())
+        expected = {label: float(np.mean(means[-5:])) for label, means in batch_means.items()}
+        assert entry["group/worst_reward_running"] == pytest.approx(min(expected.values()), rel=1e-6)
+        for label, value in expected.items():
+            assert entry[f"group/{label}/reward_running"] == pytest.approx(value, rel=1e-6)
+        carried += len(set(batch["groups"])) < len(expected)
+    assert carried  # some step did not draw every group, and still logged them all
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
-from pgrpo.core import AdvantageEngine, group_metrics
+from pgrpo.core import AdvantageEngine, RunningGroupRewards, group_metrics
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter
 from pgrpo.core.labels import GroupLabels
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
@@ -156,6 +156,7 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             self.model._keys_to_ignore_on_save = set(tied)
         self._gathered_rewards = torch.empty(0, len(self.reward_funcs))
         self._gathered_groups: list[Any] = []
+        self.running_rewards = RunningGroupRewards()  # training curves per group, carried across batches
 
     # --------------------------------------------------------------- advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -201,7 +202,8 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
     def _log_group_metrics(
         self, mode: str, rewards: torch.Tensor, advantages: torch.Tensor, groups: Sequence[Any]
     ) -> None:
-        """Per-group reward, advantage and history statistics of this batch, plus the worst group's reward."""
+        """Per-group reward, advantage and history statistics of this batch; in training, every group's running reward
+        and the worst of them (:mod:`pgrpo.core.curves`)."""
         weights = self.advantage_engine.group_weights if self.args.group_weighting != "none" else None
         values = group_metrics(
             rewards,
@@ -212,6 +214,9 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             weights,
             self.args.max_logged_groups,
         )
+        if mode == "train":
+            self.running_rewards.update(rewards, groups)
+            values |= self.running_rewards.metrics(self.args.max_logged_groups)
         for name, value in values.items():
             self._metrics[mode][name].append(value)
 

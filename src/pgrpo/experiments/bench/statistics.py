@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from pgrpo.core.curves import WORST_RUNNING
 from pgrpo.experiments.bench.variants import RANDOM_SUFFIX, SPECIALIST_PREFIX, is_specialist
 from pgrpo.experiments.runs import read_metrics, task_build
 
@@ -121,12 +122,13 @@ def steps_to(curve: Iterable[float], threshold: float) -> float:
 
 
 def load_run(run_dir: Path) -> Run:
-    """summary.json with the training curves: overall, worst group and per group (the trainer's labels)."""
+    """summary.json with the training curves: overall, worst group and per group (the trainer's labels; each group's
+    running reward, carried through the steps that did not draw it: pgrpo.core.curves)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = pd.DataFrame(read_metrics(run_dir / "metrics.jsonl"))
-    group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith("/reward_mean")]
+    group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith("/reward_running")]
     summary["curve"] = metrics["reward"].tolist() if "reward" in metrics else []
-    summary["worst_curve"] = metrics.get("group/worst_reward_mean", pd.Series(dtype=float)).tolist()
+    summary["worst_curve"] = metrics.get(WORST_RUNNING, pd.Series(dtype=float)).tolist()
     summary["group_curves"] = {
         column.split("/")[1]: metrics[column].tolist() for column in sorted(group_columns) if column.count("/") == 2
     }
