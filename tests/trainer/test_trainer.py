@@ -294,11 +294,29 @@ def test_overridden_private_trl_methods_keep_trls_parameters() -> None:
     for name, recorded in OVERRIDDEN_TRL_METHODS.items():
         trl_method = getattr(GRPOTrainer, name, None)
         assert callable(trl_method), f"GRPOTrainer.{name} is gone: port PGRPOTrainer"
-        assert tuple(inspect.signature(trl_method).parameters) == recorded, f"{name}: update OVERRIDDEN_TRL_METHODS"
+        assert tuple(inspect.signature(trl_method).parameters) == recorded.parameters, (
+            f"{name}: update OVERRIDDEN_TRL_METHODS"
+        )
         overrides = [cls.__dict__[name] for cls in (PGRPOTrainer, CPUFastPath) if name in cls.__dict__]
         assert overrides, f"neither PGRPOTrainer nor CPUFastPath overrides {name} any more"
         for override in overrides:
             check_override_keeps_parameters(name, override, trl_method)
+
+
+def test_every_private_trl_override_is_listed_with_what_it_changes_and_existing_pinning_tests() -> None:
+    private = {
+        name
+        for cls in (PGRPOTrainer, CPUFastPath)
+        for name, value in cls.__dict__.items()
+        if callable(value) and name.startswith("_") and not name.startswith("__") and hasattr(GRPOTrainer, name)
+    }
+    assert private == set(OVERRIDDEN_TRL_METHODS)  # an override of TRL's private methods is listed, and only those
+    root = Path(__file__).parents[2]
+    for name, override in OVERRIDDEN_TRL_METHODS.items():
+        assert override.changes and override.pinned_by, name
+        for pin in override.pinned_by:
+            path, test = pin.split("::")
+            assert f"def {test}(" in (root / path).read_text(), f"{name}: {pin} does not exist"
 
 
 def test_the_override_check_catches_a_dropped_or_renamed_parameter() -> None:
