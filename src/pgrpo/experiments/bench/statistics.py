@@ -61,7 +61,7 @@ METRICS: dict[str, Callable[[Run], float | None]] = {
     "eval reward (greedy)": lambda r: r["eval"].get("reward_greedy"),
     WORST: lambda r: r["eval"].get("worst_group_sampled"),
     "eval majority-minority gap": lambda r: r["eval"].get("majority_minus_minority_sampled"),
-    "train reward AUC": lambda r: float(np.mean(r["curve"])),
+    "train reward AUC": lambda r: float(np.mean(r["curve"])) if r["curve"] else None,  # None: a run without steps
     "train final reward": lambda r: r["final_train_reward"],
     "KL to initial": lambda r: r["eval"].get("kl_to_initial"),
     "perplexity": lambda r: r["eval"].get("perplexity"),
