@@ -132,7 +132,8 @@ def worst_group_reference(
         past = history_reference(np.array(rewards_so_far), groups_so_far, history, cuts=cuts, **history_options)
         finite = [r for r in rewards if np.isfinite(r)]
         present = list(dict.fromkeys(g for r, g in zip(rewards, groups, strict=True) if np.isfinite(r)))
-        average = np.mean([past[label][1] for label in present])  # the present groups' history means, averaged
+        if present:  # a batch without any finite reward moves no weight
+            average = np.mean([past[label][1] for label in present])  # the present groups' history means, averaged
         for label in present:
             shortfall = (average - past[label][1]) / (np.std(finite) + eps)
             stepped = log_weights.get(label, 0.0) + step * shortfall

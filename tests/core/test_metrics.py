@@ -20,12 +20,9 @@ def metrics_reference(
 ) -> dict[str, float]:
     """Group by label with plain NumPy: batch moments over finite rewards, history from every reward seen so far."""
     reference: dict[str, float] = {}
-    finite_means = []
     for label in dict.fromkeys(groups):
         rows = np.array([g == label for g in groups])
         batch = rewards[rows][np.isfinite(rewards[rows])]
-        if batch.size:
-            finite_means.append(batch.mean())
         name = f"group/{label if label in history else 'unseen'}"
         reference[f"{name}/reward_mean"] = batch.mean() if batch.size else 0.0
         reference[f"{name}/reward_std"] = batch.std() if batch.size else 0.0
@@ -38,8 +35,6 @@ def metrics_reference(
             reference[f"{name}/history_count"] = float(seen.size)
             if weights is not None:
                 reference[f"{name}/loss_weight"] = weights[label]
-    if finite_means:
-        reference["group/worst_reward_mean"] = min(finite_means)
     reference["group/num_groups"] = float(num_groups)
     return reference
 
@@ -61,7 +56,7 @@ def test_group_metrics_match_the_numpy_reference(unbiased: bool, with_weights: b
                 history.setdefault(g, []).append(v)
     groups = ["b", "new", 7, "b", "a", "new", 7, 7, "b", "a"]  # "new" was never seen: no history
     rewards = rng.normal(size=len(groups))
-    rewards[[0, 4, 9]] = np.nan  # every reward of "a" missing: it has no mean to be the worst
+    rewards[[0, 4, 9]] = np.nan  # every reward of "a" missing: its batch mean is reported as 0
     advantages = rng.normal(size=len(groups))
     weights = torch.tensor([0.5, 1.5, 2.0], dtype=torch.float64) if with_weights else None
     got = group_metrics(
@@ -79,4 +74,4 @@ def test_many_groups_log_only_the_summary() -> None:
     groups = ["a", "b", "c"]
     tracker.update(torch.tensor([1.0, 2.0, 3.0]), tracker.encode(groups))
     got = group_metrics(torch.tensor([1.0, 0.5, 3.0]), torch.zeros(3), groups, tracker, max_logged_groups=2)
-    assert got == {"group/worst_reward_mean": 0.5, "group/num_groups": 3.0}
+    assert got == {"group/num_groups": 3.0}

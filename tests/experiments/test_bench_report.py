@@ -67,8 +67,8 @@ def write_run(
     summary = {"task": task, "estimator": variant, "group_labels": "random" if "random" in variant else "task",
                "seed": seed, "eval": evaluation, "final_train_reward": overall, "seconds_per_step": 0.1}  # fmt: skip
     (run_dir / "summary.json").write_text(json.dumps(summary))
-    lines = [{"step": step, "loss": 0.0, "reward": overall * step / 4, "group/g1/reward_mean": worst * step / 4,
-              "group/worst_reward_mean": worst * step / 4} for step in range(1, 5)]  # fmt: skip
+    lines = [{"step": step, "loss": 0.0, "reward": overall * step / 4, "group/g1/reward_running": worst * step / 4,
+              "group/worst_reward_running": worst * step / 4} for step in range(1, 5)]  # fmt: skip
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
@@ -222,6 +222,13 @@ def test_report_takes_the_train_shares_recorded_in_eval_json(tmp_path: Path) -> 
     (run,) = collect(tmp_path / "runs")["a"].runs["grpo"]
     assert run["train_shares"] == {"g1": 0.25, "g2": 0.75}
     assert train_mix_reward(run) == pytest.approx(0.25 * 0.2 + 0.75 * 0.8)
+
+
+def test_training_curves_are_the_running_rewards_the_trainer_logs(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs/matrix/a/grpo/seed0", "a", "grpo", 0, 0.5, 0.2)
+    (run,) = collect(tmp_path / "runs")["a"].runs["grpo"]
+    assert run["worst_curve"] == pytest.approx([0.05, 0.1, 0.15, 0.2])
+    assert run["group_curves"] == {"g1": pytest.approx([0.05, 0.1, 0.15, 0.2])}
 
 
 def test_train_mix_reward_weighs_the_groups_by_their_train_shares() -> None:

@@ -30,7 +30,7 @@ def test_train_writes_a_complete_run_directory(toy_model_dir: str, tmp_path: Pat
     assert config["trainer"]["estimator"] == "pgrpo_scale" and config["run"]["task"] == "personas"
     metrics = read_metrics(run_dir / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
-    assert {"reward", "entropy", "wall_time", "group/worst_reward_mean"} <= set(metrics[0])
+    assert {"reward", "entropy", "wall_time", "group/worst_reward_running"} <= set(metrics[0])
     assert any(k.startswith("group/") and k.endswith("/history_count") for k in metrics[-1])
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert evaluation["num_prompts"] == 7 and len(evaluation["per_group_sampled"]) == 7

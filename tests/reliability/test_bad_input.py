@@ -206,9 +206,10 @@ def test_a_group_without_any_reward_is_not_the_worst_group(toy_model_dir: str, t
 
     trainer = make_trainer(toy_model_dir, tmp_path, reward=reward)
     trainer.train()
-    logs = [entry for entry in trainer.state.log_history if "group/worst_reward_mean" in entry]
-    assert logs and all(entry["group/worst_reward_mean"] >= 0.5 for entry in logs)
-    assert all(entry["group/worst_reward_mean"] == entry["group/big/reward_mean"] for entry in logs)
+    logs = [entry for entry in trainer.state.log_history if "group/worst_reward_running" in entry]
+    assert logs and all(entry["group/worst_reward_running"] >= 0.5 for entry in logs)
+    assert all(entry["group/worst_reward_running"] == entry["group/big/reward_running"] for entry in logs)
+    assert not any("group/small/reward_running" in entry for entry in logs)
 
 
 def test_all_rewards_equal_give_zero_advantages(toy_model_dir: str, tmp_path: Path) -> None:

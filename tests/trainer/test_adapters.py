@@ -6,6 +6,7 @@ References are independent of our routing: PEFT's LoRA forward with one group's 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -259,6 +260,48 @@ def test_adapter_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="use_vllm=False"):
         PGRPOConfig(output_dir=str(tmp_path), group_conditioning="adapter", use_vllm=True, **CPU_ARGS)
     assert PGRPOConfig(output_dir=str(tmp_path), group_conditioning="adapter", **CPU_ARGS).ddp_find_unused_parameters
+
+
+def deepspeed_config(stage: int) -> dict:
+    return {"zero_optimization": {"stage": stage}, "train_micro_batch_size_per_gpu": "auto",
+            "train_batch_size": "auto", "gradient_accumulation_steps": "auto"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "environment", "refused"),
+    [
+        ({"deepspeed": deepspeed_config(3)}, {}, "DeepSpeed ZeRO-3"),
+        ({"deepspeed": "zero3.json"}, {}, "DeepSpeed ZeRO-3"),
+        ({}, {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "DeepSpeed ZeRO-3"),
+        ({"fsdp": True}, {}, "FSDP"),
+        ({}, {"ACCELERATE_USE_FSDP": "true"}, "FSDP"),  # what `accelerate launch` with an FSDP config sets
+        ({"deepspeed": deepspeed_config(2)}, {}, None),
+        ({}, {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, None),
+    ],
+)
+def test_adapters_are_refused_where_parameters_are_sharded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict, environment: dict, refused: str | None
+) -> None:
+    """Adapters are saved from and loaded into each process's own parameters: under ZeRO-3 or FSDP those are shards,
+    so such a run is refused up front (no GPU needed: the launchers' settings are read from the config and the
+    environment accelerate sets)."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    (tmp_path / "zero3.json").write_text(json.dumps(deepspeed_config(3)))
+    monkeypatch.chdir(tmp_path)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    make = functools.partial(PGRPOConfig, output_dir=str(tmp_path), **options, **CPU_ARGS)
+    try:
+        if refused is None:
+            assert make(group_conditioning="adapter").ddp_find_unused_parameters
+            return
+        with pytest.raises(ValueError, match=rf"not support {refused}.*Use DeepSpeed ZeRO-2 .* or DDP"):
+            make(group_conditioning="adapter")
+        assert not is_deepspeed_zero3_enabled()  # the refused config left no process-wide ZeRO-3 switch on
+        make(group_conditioning="prompt")  # the other conditioning is fine
+    finally:
+        unset_hf_deepspeed_config()
 
 
 def test_activation_checkpointing_recomputes_the_routed_forward(toy_model_dir: str, tmp_path: Path) -> None:

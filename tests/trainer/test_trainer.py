@@ -84,7 +84,27 @@ def test_every_estimator_trains_and_logs_per_group_metrics(toy_model_dir: str, t
     for name in ("reward_mean", "reward_std", "advantage_mean", "advantage_std", "history_mean", "history_std",
                  "history_count"):  # fmt: skip
         assert f"group/big/{name}" in keys
-    assert {"group/worst_reward_mean", "frac_zero_advantage"} <= keys
+    assert {"group/worst_reward_running", "group/big/reward_running", "frac_zero_advantage"} <= keys
+
+
+def test_logged_group_curves_carry_each_groups_running_reward(toy_model_dir: str, tmp_path: Path) -> None:
+    """Every logged step holds every group seen so far, drawn in that step or not: the mean of its batch means over
+    its last 5 batches; the worst group is the lowest of them (not of the groups the step drew)."""
+    trainer = make_trainer(toy_model_dir, tmp_path, 8, cls=RecordingTrainer)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == len(trainer.batches) == 8
+    batch_means: dict[str, list[float]] = {}
+    carried = 0
+    for entry, batch in zip(logs, trainer.batches, strict=True):
+        for label in dict.fromkeys(batch["groups"]):
+            batch_means.setdefault(label, []).append(batch["rewards"][np.array(batch["groups"]) == label].mean())
+        expected = {label: float(np.mean(means[-5:])) for label, means in batch_means.items()}
+        assert entry["group/worst_reward_running"] == pytest.approx(min(expected.values()), rel=1e-6)
+        for label, value in expected.items():
+            assert entry[f"group/{label}/reward_running"] == pytest.approx(value, rel=1e-6)
+        carried += len(set(batch["groups"])) < len(expected)
+    assert carried  # some step did not draw every group, and still logged them all
 
 
 @pytest.mark.parametrize(
@@ -274,11 +294,29 @@ def test_overridden_private_trl_methods_keep_trls_parameters() -> None:
     for name, recorded in OVERRIDDEN_TRL_METHODS.items():
         trl_method = getattr(GRPOTrainer, name, None)
         assert callable(trl_method), f"GRPOTrainer.{name} is gone: port PGRPOTrainer"
-        assert tuple(inspect.signature(trl_method).parameters) == recorded, f"{name}: update OVERRIDDEN_TRL_METHODS"
+        assert tuple(inspect.signature(trl_method).parameters) == recorded.parameters, (
+            f"{name}: update OVERRIDDEN_TRL_METHODS"
+        )
         overrides = [cls.__dict__[name] for cls in (PGRPOTrainer, CPUFastPath) if name in cls.__dict__]
         assert overrides, f"neither PGRPOTrainer nor CPUFastPath overrides {name} any more"
         for override in overrides:
             check_override_keeps_parameters(name, override, trl_method)
+
+
+def test_every_private_trl_override_is_listed_with_what_it_changes_and_existing_pinning_tests() -> None:
+    private = {
+        name
+        for cls in (PGRPOTrainer, CPUFastPath)
+        for name, value in cls.__dict__.items()
+        if callable(value) and name.startswith("_") and not name.startswith("__") and hasattr(GRPOTrainer, name)
+    }
+    assert private == set(OVERRIDDEN_TRL_METHODS)  # an override of TRL's private methods is listed, and only those
+    root = Path(__file__).parents[2]
+    for name, override in OVERRIDDEN_TRL_METHODS.items():
+        assert override.changes and override.pinned_by, name
+        for pin in override.pinned_by:
+            path, test = pin.split("::")
+            assert f"def {test}(" in (root / path).read_text(), f"{name}: {pin} does not exist"
 
 
 def test_the_override_check_catches_a_dropped_or_renamed_parameter() -> None:

@@ -3,6 +3,7 @@
 No TRL import: torch, numpy and pandas only.
 """
 
+from pgrpo.core.curves import RunningGroupRewards
 from pgrpo.core.engine import UPDATE_ORDERS, AdvantageEngine, EngineOptions
 from pgrpo.core.estimators import (
     ESTIMATORS,
@@ -30,6 +31,7 @@ __all__ = [
     "EngineOptions",
     "GroupRewardTracker",
     "LossWeighting",
+    "RunningGroupRewards",
     "WeightingBatch",
     "get_estimator",
     "group_balanced_probabilities",

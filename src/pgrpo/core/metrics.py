@@ -20,7 +20,8 @@ def group_metrics(
     loss_weights: torch.Tensor | None = None,
     max_logged_groups: int = 32,
 ) -> dict[str, float]:
-    """Per-group reward, advantage and history statistics of a batch, plus the worst group's mean reward.
+    """Per-group reward, advantage and history statistics of a batch (the groups it drew; the worst group over
+    training is :mod:`pgrpo.core.curves`', whose groups need not be in the batch).
 
     Args:
         rewards: (N,) float, NaN where a reward is missing (ignored, as by the estimators).
@@ -30,7 +31,6 @@ def group_metrics(
         loss_weights: (tracker.num_groups,) per-group loss weights, or None when no weighting is used.
         max_logged_groups: per-group entries only while the tracker holds at most this many groups.
     Returns:
-        ``group/worst_reward_mean`` = min over groups with a finite reward of their batch mean (absent if none),
         ``group/num_groups`` = tracker.num_groups, and for each group present in the batch, in order of first
         appearance in the tracker, ``group/<label>/{reward,advantage}_{mean,std}`` (population std over the batch)
         and ``group/<label>/history_{mean,std,count}`` (+ ``loss_weight``).
@@ -38,12 +38,9 @@ def group_metrics(
     group_index = tracker.encode(groups, add=False)
     present, batch_index = torch.unique(group_index, return_inverse=True)
     num_present = len(present)
-    reward_mean, reward_std, reward_count = segment_moments(rewards, batch_index, num_present)
+    reward_mean, reward_std, _ = segment_moments(rewards, batch_index, num_present)
     advantage_mean, advantage_std, _ = segment_moments(advantages, batch_index, num_present)
-    metrics: dict[str, float] = {}
-    if bool((reward_count > 0).any()):  # a group whose rewards are all missing has no mean to compare
-        metrics["group/worst_reward_mean"] = reward_mean[reward_count > 0].min().item()
-    metrics["group/num_groups"] = float(tracker.num_groups)
+    metrics = {"group/num_groups": float(tracker.num_groups)}
     if tracker.num_groups > max_logged_groups:
         return metrics
     history_std = tracker.std(unbiased_history_std)

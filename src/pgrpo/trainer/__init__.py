@@ -3,7 +3,8 @@
 import warnings
 
 from pgrpo.trainer.config import PGRPOConfig
-from pgrpo.trainer.trainer import OVERRIDDEN_TRL_METHODS, SUPPORTED_TRL, PGRPOTrainer, check_trl_version
+from pgrpo.trainer.trainer import PGRPOTrainer
+from pgrpo.trainer.trl_surface import OVERRIDDEN_TRL_METHODS, SUPPORTED_TRL, check_trl_version
 
 # TRL 1.16 (the only TRL pgrpo runs on) reads and toggles activation checkpointing around every generation through
 # the model methods transformers 5.23 renamed (is_gradient_checkpointing, gradient_checkpointing_enable/_disable);

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 import torch
+from accelerate.utils import parse_flag_from_env
 from transformers import TrainingArguments
+from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from trl import GRPOConfig
 
 from pgrpo.core import ESTIMATORS, HISTORY_KINDS, UPDATE_ORDERS, WEIGHTINGS, EngineOptions
@@ -184,7 +186,8 @@ class PGRPOConfig(GRPOConfig):
             setattr(self, CHECKPOINTING_FIELD, gpu)
 
     def validate_adapter_options(self) -> None:
-        """Adapter conditioning: positive LoRA settings, generation in this process, DDP tolerating unused adapters."""
+        """Adapter conditioning: positive LoRA settings, generation in this process, parameters not sharded, DDP
+        tolerating unused adapters."""
         if self.group_adapter_r < 1 or self.group_adapter_alpha <= 0:
             raise ValueError(
                 f"group_adapter_r must be >= 1 and group_adapter_alpha > 0, got {self.group_adapter_r} and "
@@ -194,6 +197,16 @@ class PGRPOConfig(GRPOConfig):
             raise ValueError(
                 "group_conditioning='adapter' routes generation through each group's adapter inside this process; "
                 "vLLM generates without them. Set use_vllm=False, or use group_conditioning='prompt'."
+            )
+        if (sharding := parameter_sharding(self)) is not None:
+            if getattr(self, "deepspeed_plugin", None) is not None:
+                unset_hf_deepspeed_config()  # transformers' process-wide ZeRO-3 switch, set by this config
+            raise ValueError(
+                f"group_conditioning='adapter' does not support {sharding}: it shards the parameters across "
+                "processes, while the group adapters are saved from and loaded into each process's own copy without "
+                "gathering them, so saved adapters would be partial or empty. Use DeepSpeed ZeRO-2 "
+                "(configs/accelerate/deepspeed_zero2.yaml) or DDP (configs/accelerate/multi_gpu.yaml), which keep the "
+                "full model on every process, or group_conditioning='prompt'."
             )
         if self.ddp_find_unused_parameters is None:  # a group absent from a process's batch leaves its adapter unused
             self.ddp_find_unused_parameters = True
@@ -220,3 +233,18 @@ class PGRPOConfig(GRPOConfig):
             weight_floor=self.group_weight_floor,
             weight_ceiling=self.group_weight_ceiling,
         )
+
+
+def parameter_sharding(args: TrainingArguments) -> str | None:
+    """``"DeepSpeed ZeRO-3"`` or ``"FSDP"`` when the run shards the parameters across processes, else None.
+
+    Read from the resolved arguments: ``deepspeed_plugin`` (a ``deepspeed`` JSON/dict, or accelerate's
+    ``ACCELERATE_USE_DEEPSPEED`` with its zero stage), ``fsdp``, and accelerate's ``ACCELERATE_USE_FSDP`` (set by
+    ``accelerate launch`` with an FSDP config, which ``TrainingArguments`` does not read).
+    """
+    plugin = getattr(args, "deepspeed_plugin", None)
+    if plugin is not None and plugin.zero_stage == 3:
+        return "DeepSpeed ZeRO-3"
+    if args.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        return "FSDP"
+    return None

@@ -14,6 +14,8 @@ TRL computes advantages inline in ``_generate_and_score_completions``. We wrap, 
    are routed per row (``_generate_and_score_completions``, ``_get_per_token_logps_and_entropies`` chunk by chunk,
    ``_compute_loss`` from the per-row index TRL shuffles with the batch); ``save_model`` / ``_load_from_checkpoint``
    write and read the shared weights as they would be without group adapters, plus every group's adapter.
+
+Every overridden private TRL method, what it changes and the tests that pin it: :mod:`pgrpo.trainer.trl_surface`.
 """
 
 from __future__ import annotations
@@ -31,72 +33,21 @@ from typing import Any
 import torch
 import trl
 from accelerate.utils import gather_object
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
 from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
-from pgrpo.core import AdvantageEngine, group_metrics
+from pgrpo.core import AdvantageEngine, RunningGroupRewards, group_metrics
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter
 from pgrpo.core.labels import GroupLabels
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
 from pgrpo.trainer.config import PGRPOConfig
 from pgrpo.trainer.cpu import CPUFastPath
 from pgrpo.trainer.sampler import GroupBalancedSampler
+from pgrpo.trainer.trl_surface import check_trl_version
 
 logger = logging.getLogger(__name__)
-SUPPORTED_TRL = SpecifierSet(">=1.16,<1.17")
 STATS_FILE = "pgrpo_group_stats.json"
-# The private GRPOTrainer methods we (or CPUFastPath) override, with TRL's parameters; an override that
-# forwards ``**kwargs`` names a prefix of them.
-OVERRIDDEN_TRL_METHODS: dict[str, tuple[str, ...]] = {
-    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
-    "_generate_and_score_completions": ("self", "inputs"),
-    "_generate_single_turn": (
-        "self",
-        "prompt_ids",
-        "images",
-        "multimodal_fields",
-        "num_generations",
-        "has_tool_images",
-    ),
-    "_save_checkpoint": ("self", "model", "trial"),
-    "_load_optimizer_and_scheduler": ("self", "checkpoint"),
-    "_get_train_sampler": ("self", "dataset"),
-    "_get_per_token_logps_and_entropies": (
-        "self",
-        "model",
-        "input_ids",
-        "attention_mask",
-        "logits_to_keep",
-        "batch_size",
-        "compute_entropy",
-        "compute_aux_loss",
-        "pixel_values",
-        "image_grid_thw",
-        "num_images",
-        "pixel_attention_mask",
-        "spatial_shapes",
-        "num_tiles",
-        "image_sizes",
-        "token_type_ids",
-        "mm_token_type_ids",
-        "image_position_ids",
-    ),
-    "_compute_loss": ("self", "model", "inputs"),
-    "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
-}
-
-
-def check_trl_version(version: str) -> None:
-    """Raise ``ImportError`` unless ``version`` is a TRL release whose private methods we support."""
-    if Version(version) not in SUPPORTED_TRL:
-        raise ImportError(
-            f"pgrpo overrides private GRPOTrainer methods of trl{SUPPORTED_TRL}, but trl {version} is installed; "
-            f"install a supported release: pip install 'trl{SUPPORTED_TRL}'."
-        )
-
 
 check_trl_version(trl.__version__)
 
@@ -156,6 +107,7 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             self.model._keys_to_ignore_on_save = set(tied)
         self._gathered_rewards = torch.empty(0, len(self.reward_funcs))
         self._gathered_groups: list[Any] = []
+        self.running_rewards = RunningGroupRewards()  # training curves per group, carried across batches
 
     # --------------------------------------------------------------- advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -201,7 +153,8 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
     def _log_group_metrics(
         self, mode: str, rewards: torch.Tensor, advantages: torch.Tensor, groups: Sequence[Any]
     ) -> None:
-        """Per-group reward, advantage and history statistics of this batch, plus the worst group's reward."""
+        """Per-group reward, advantage and history statistics of this batch; in training, every group's running reward
+        and the worst of them (:mod:`pgrpo.core.curves`)."""
         weights = self.advantage_engine.group_weights if self.args.group_weighting != "none" else None
         values = group_metrics(
             rewards,
@@ -212,6 +165,9 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             weights,
             self.args.max_logged_groups,
         )
+        if mode == "train":
+            self.running_rewards.update(rewards, groups)
+            values |= self.running_rewards.metrics(self.args.max_logged_groups)
         for name, value in values.items():
             self._metrics[mode][name].append(value)
 

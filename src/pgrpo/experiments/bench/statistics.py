@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from pgrpo.core.curves import WORST_RUNNING
 from pgrpo.experiments.bench.variants import (
     RANDOM_SUFFIX,
     SPECIALIST_PREFIX,
@@ -83,7 +84,7 @@ METRICS: dict[str, Callable[[Run], float | None]] = {
     "eval reward (greedy)": lambda r: r["eval"].get("reward_greedy"),
     WORST: lambda r: r["eval"].get("worst_group_sampled"),
     "eval majority-minority gap": lambda r: r["eval"].get("majority_minus_minority_sampled"),
-    "train reward AUC": lambda r: float(np.mean(r["curve"])),
+    "train reward AUC": lambda r: float(np.mean(r["curve"])) if r["curve"] else None,  # None: a run without steps
     "train final reward": lambda r: r["final_train_reward"],
     "KL to initial": lambda r: r["eval"].get("kl_to_initial"),
     "perplexity": lambda r: r["eval"].get("perplexity"),
@@ -145,13 +146,14 @@ def steps_to(curve: Iterable[float], threshold: float) -> float:
 
 
 def load_run(run_dir: Path) -> Run:
-    """summary.json with the training curves (overall, worst group and per group: the trainer's labels) and the
-    held-out example completions of eval.json (``examples``)."""
+    """summary.json with the training curves: overall, worst group and per group (the trainer's labels; each group's
+    running reward, carried through the steps that did not draw it: pgrpo.core.curves), and the held-out example
+    completions of eval.json (``examples``)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = pd.DataFrame(read_metrics(run_dir / "metrics.jsonl"))
-    group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith("/reward_mean")]
+    group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith("/reward_running")]
     summary["curve"] = metrics["reward"].tolist() if "reward" in metrics else []
-    summary["worst_curve"] = metrics.get("group/worst_reward_mean", pd.Series(dtype=float)).tolist()
+    summary["worst_curve"] = metrics.get(WORST_RUNNING, pd.Series(dtype=float)).tolist()
     summary["group_curves"] = {
         column.split("/")[1]: metrics[column].tolist() for column in sorted(group_columns) if column.count("/") == 2
     }
