@@ -147,13 +147,15 @@ def steps_to(curve: Iterable[float], threshold: float) -> float:
 
 def load_run(run_dir: Path) -> Run:
     """summary.json with the training curves: overall, worst group and per group (the trainer's labels; each group's
-    running reward, carried through the steps that did not draw it: pgrpo.core.curves), and the held-out example
-    completions of eval.json (``examples``)."""
+    running reward, carried through the steps that did not draw it: pgrpo.core.curves; for runs made before it was
+    logged, the per-batch means), and the held-out example completions of eval.json (``examples``)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = pd.DataFrame(read_metrics(run_dir / "metrics.jsonl"))
-    group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith("/reward_running")]
+    running = any(str(c).endswith("/reward_running") for c in metrics.columns)  # else a run made before them:
+    suffix, worst = ("/reward_running", WORST_RUNNING) if running else ("/reward_mean", "group/worst_reward_mean")
+    group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith(suffix)]
     summary["curve"] = metrics["reward"].tolist() if "reward" in metrics else []
-    summary["worst_curve"] = metrics.get(WORST_RUNNING, pd.Series(dtype=float)).tolist()
+    summary["worst_curve"] = metrics.get(worst, pd.Series(dtype=float)).tolist()
     summary["group_curves"] = {
         column.split("/")[1]: metrics[column].tolist() for column in sorted(group_columns) if column.count("/") == 2
     }
