@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgrpo.cli import main
+from pgrpo.cli import console, main
 from pgrpo.experiments.runs import read_metrics
 from pgrpo.tasks import build_task
 
@@ -204,3 +204,39 @@ def test_train_output_has_no_deprecation_warning(toy_model_dir: str, tmp_path: P
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Warning:" not in output and (run_dir / "summary.json").exists()
+
+
+UNLABELLED_TASK = '''
+from datasets import Dataset
+
+from pgrpo.tasks import Task
+from pgrpo.testing import toy_reward
+
+
+def build(seed: int = 0):
+    """Built as a Task directly (task_from_dataset would refuse it): 3 of 40 train labels missing, one empty."""
+    groups = ["big", None, "small", ""] + ["big"] * 33 + [None, None, "small"]
+    train = Dataset.from_dict({"prompt": ["say something"] * 40, "group": groups})
+    held_out = Dataset.from_dict({"prompt": ["say something"] * 4, "group": ["big", "small"] * 2})
+    return Task("unlabelled", "Missing labels.", train, held_out, toy_reward)
+'''
+
+
+def test_a_users_mistake_is_one_line_before_anything_is_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "unlabelled.py").write_text(UNLABELLED_TASK)
+    run_dir = tmp_path / "run"
+    argv = ["train", "--task", f"{tmp_path / 'unlabelled.py'}:build", "--run_dir", str(run_dir)]  # the tiny policy
+    monkeypatch.delenv("PGRPO_TRACEBACK", raising=False)
+    assert console(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert error.startswith(
+        "pgrpo train: error: task 'unlabelled' train data column 'group': Preference-group labels must be non-empty "
+        "str or int: 3 of 40 missing (None or NaN) at rows 1, 37, 38; 1 of 40 empty strings at row 3."
+    )
+    assert not run_dir.exists()  # checked before the run directory, so before the tiny policy (built after it)
+    monkeypatch.setenv("PGRPO_TRACEBACK", "1")  # for debugging: the exception itself
+    with pytest.raises(ValueError, match="3 of 40 missing"):
+        console(argv)

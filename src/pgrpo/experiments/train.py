@@ -37,7 +37,7 @@ from pgrpo.models import policy_path
 from pgrpo.tasks import Task, build_task
 from pgrpo.tasks.registry import task_directory_name
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
-from pgrpo.trainer.trainer import condition_prompts
+from pgrpo.trainer.trainer import check_group_column, condition_prompts
 
 UNSET_OUTPUT_DIR = "runs/_unset"  # `pgrpo train` keeps checkpoints in <run_dir>/checkpoints; see check_flags
 
@@ -127,6 +127,18 @@ def choose_group_column(config: PGRPOConfig, task: Task) -> str:
                 f"are {dataset.column_names}. Leave --group_column unset to use the task's ({task.group_column!r})."
             )
     return column
+
+
+def check_task_data(task: Task, group_column: str) -> None:
+    """The task's datasets have a ``prompt`` column and valid labels in ``group_column``: checked before any model is
+    built, so that a mistake in the data is reported in seconds (the trainer checks again, for Python users)."""
+    for name, dataset in (("train", task.train_dataset), ("held-out", task.eval_dataset)):
+        if "prompt" not in dataset.column_names:
+            raise ValueError(
+                f"The {name} data of task {task.name!r} has no 'prompt' column; its columns are "
+                f"{dataset.column_names}. A task's rows need the prompt text in a 'prompt' column."
+            )
+        check_group_column(dataset, group_column, f"task {task.name!r} {name} data")
 
 
 def check_flags(config: PGRPOConfig) -> None:
@@ -224,6 +236,7 @@ def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, tas
     check_flags(config)
     task = task or build_task(run.task, seed=run.task_seed, **run.options())
     group_column = choose_group_column(config, task)
+    check_task_data(task, group_column)
     if run.train_group:
         task = only_group(task, group_column, run.train_group)
     config.model_init_kwargs = model_init_kwargs(model_args, config)
@@ -294,6 +307,13 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
     return evaluation
 
 
+def final_reward(metrics: list[dict[str, Any]], last: int = 5) -> float:
+    """Mean logged train reward of the ``last`` steps, over the steps that have one (TRL logs NaN as None)."""
+    values = [m.get("reward") for m in metrics[-last:]]
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def train(
     run: RunArguments, config: PGRPOConfig, model_args: ModelConfig | None = None, task: Task | None = None
 ) -> dict[str, Any]:
@@ -324,7 +344,8 @@ def train(
         "steps": trainer.state.global_step,
         "train_seconds": train_seconds,
         "seconds_per_step": train_seconds / max(trainer.state.global_step, 1),
-        "final_train_reward": float(np.mean([m["reward"] for m in metrics[-5:]])) if metrics else math.nan,
+        "final_train_reward": final_reward(metrics),
+        "nonfinite_train_rewards": {str(k): v for k, v in sorted(trainer.nonfinite_rewards.items(), key=str)},
         "group_history": {str(k): v for k, v in trainer.advantage_engine.tracker.summary().items()},
         "eval": {k: v for k, v in evaluation.items() if k != "examples"},
         "resumed": prepared.resuming,

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from pgrpo.core.labels import check_labels
+
 RewardFunction = Callable[..., list[float | None]]
 TaskBuilder = Callable[..., "Task"]
 TASKS: dict[str, TaskBuilder] = {}
@@ -122,6 +124,10 @@ def task_from_dataset(
             f"Dataset lacks column(s) {missing}; it has {train_dataset.column_names}. "
             "A task needs a 'prompt' column and the preference-group column named by group_column."
         )
+    try:
+        check_labels(train_dataset[group_column])
+    except ValueError as error:
+        raise ValueError(f"Dataset column {group_column!r}: {error}") from None
     if sft_dataset is not None:
         missing = [column for column in ("prompt", "completion") if column not in sft_dataset.column_names]
         if missing:

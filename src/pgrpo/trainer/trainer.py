@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,7 +40,8 @@ from trl import GRPOTrainer
 
 from pgrpo.core import AdvantageEngine, group_metrics
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter
-from pgrpo.core.labels import GroupLabels
+from pgrpo.core.labels import GroupLabels, check_labels
+from pgrpo.core.metrics import nonfinite_counts
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
 from pgrpo.trainer.config import PGRPOConfig
 from pgrpo.trainer.cpu import CPUFastPath
@@ -115,9 +117,9 @@ def check_group_column(dataset: Any, group_column: str, name: str) -> None:
         )
     if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         try:
-            GroupLabels().encode(dataset[group_column])
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{name} column {group_column!r}: {error}") from error
+            check_labels(dataset[group_column])
+        except ValueError as error:
+            raise ValueError(f"{name} column {group_column!r}: {error}") from None
 
 
 class PGRPOTrainer(CPUFastPath, GRPOTrainer):
@@ -156,6 +158,7 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             self.model._keys_to_ignore_on_save = set(tied)
         self._gathered_rewards = torch.empty(0, len(self.reward_funcs))
         self._gathered_groups: list[Any] = []
+        self.nonfinite_rewards: Counter = Counter()  # per group: training rewards left out (NaN, None, inf)
 
     # --------------------------------------------------------------- advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -195,6 +198,8 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
                 logged.pop()
             logged.extend(advantages.tolist())
         self._log_group_metrics(mode, rewards.double().cpu(), advantages, groups)
+        if mode == "train":
+            self._count_nonfinite(rewards.double().cpu(), groups)
         self._metrics[mode]["frac_zero_advantage"].append(zero_advantage_fraction(advantages, prompt_index))
         return output
 
@@ -214,6 +219,21 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
         )
         for name, value in values.items():
             self._metrics[mode][name].append(value)
+
+    def _count_nonfinite(self, rewards: torch.Tensor, groups: Sequence[Any]) -> None:
+        """Add this batch's non-finite rewards to ``self.nonfinite_rewards``; warn when a group first has some."""
+        counts = nonfinite_counts(rewards, groups)
+        if new := {label: n for label, n in counts.items() if label not in self.nonfinite_rewards}:
+            total = Counter(groups)
+            described = ", ".join(f"{label!r}: {n} of {total[label]}" for label, n in new.items())
+            logger.warning(
+                "The reward function(s) gave NaN, None or infinite rewards at step %d (per group: %s); they are left "
+                "out of every statistic and get advantage 0. Each group's count per batch is logged as "
+                "group/<label>/nonfinite_rewards, the run's total is trainer.nonfinite_rewards.",
+                self.state.global_step + 1,
+                described,
+            )
+        self.nonfinite_rewards.update(counts)
 
     # --------------------------------------------------------------- group adapters
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
