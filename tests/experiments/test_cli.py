@@ -72,8 +72,27 @@ def test_unfinished_run_with_another_config_is_refused(toy_model_dir: str, tmp_p
     run_dir = tmp_path / "run"
     main(train_argv(toy_model_dir, run_dir))
     (run_dir / "summary.json").unlink()
-    with pytest.raises(ValueError, match="estimator"):
-        main(train_argv(toy_model_dir, run_dir, "--estimator", "grpo"))
+    with pytest.raises(ValueError, match=r"differs in \['trainer.estimator'\]"):  # only the refused setting is named
+        main(train_argv(toy_model_dir, run_dir, "--estimator", "grpo", "--max_steps", "3"))
+
+
+def test_an_interrupted_run_may_train_longer_and_log_differently_and_says_where_it_resumed(
+    toy_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    main(train_argv(toy_model_dir, run_dir, "--max_steps", "4", "--save_steps", "2"))
+    (run_dir / "summary.json").unlink()  # as if killed after checkpoint-2
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-4")
+    capsys.readouterr()
+    longer = ["--max_steps", "5", "--save_steps", "5", "--logging_steps", "2", "--eval_prompts", "4"]
+    assert main(train_argv(toy_model_dir, run_dir, *longer)) == 0  # was refused as "another config"
+    out = capsys.readouterr().out
+    assert f"pgrpo train: resuming {run_dir} from checkpoint-2 (changed: run.eval_prompts: 7 -> 4; " in out
+    assert "trainer.logging_steps: 1 -> 2; trainer.max_steps: 4 -> 5; trainer.save_steps: 2 -> 5)" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["resumed_from"] == "checkpoint-2" and summary["eval"]["num_prompts"] == 4
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["max_steps"] == 5  # what it ran with
+    assert [m["step"] for m in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 4]  # then every 2nd step logged
 
 
 def test_yaml_config_then_flags_override(toy_model_dir: str, tmp_path: Path) -> None:

@@ -229,6 +229,7 @@ class Prepared:
     model_path: str
     group_column: str  # the task's groups: rewards and held-out results
     resuming: bool
+    changed: list[str]  # resuming: the settings changed since the run began ("key: old -> new")
 
 
 def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, task: Task | None) -> Prepared:
@@ -248,13 +249,14 @@ def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, tas
     with state.main_process_first():  # the run directory, discovered labels and the tiny policy
         if state.is_main_process:
             sections = {"run": run, "trainer": config, "model": model_args}
-            resuming = prepare_run_dir(run_dir, resolve(sections), run.overwrite)
+            changed = prepare_run_dir(run_dir, resolve(sections), run.overwrite)
+            resuming, changed = changed is not None, changed or []
         else:
-            resuming = not run.overwrite and (run_dir / "checkpoints").exists()
+            resuming, changed = not run.overwrite and (run_dir / "checkpoints").exists(), []
         built = policy_task(task, run.group_labels, group_column, config.prompt_conditioning())
         model_path = policy_path(built, model_args.model_name_or_path)
         task, config.group_column = with_labels(task, run.group_labels, group_column, config.seed)
-    return Prepared(task, run_dir, model_path, group_column, resuming)
+    return Prepared(task, run_dir, model_path, group_column, resuming, changed)
 
 
 def make_trainer(run: Prepared, config: PGRPOConfig, model_args: ModelConfig) -> tuple[PGRPOTrainer, bool]:
@@ -307,6 +309,13 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
     return evaluation
 
 
+def resume_message(run: Prepared, checkpoint: str | None) -> str:
+    """What a resumed run says first: where it resumes from and which settings changed."""
+    where = f"from {Path(checkpoint).name}" if checkpoint else "with no checkpoint saved yet: from step 0"
+    changed = f" (changed: {'; '.join(run.changed)})" if run.changed else ""
+    return f"pgrpo train: resuming {run.run_dir} {where}{changed}"
+
+
 def final_reward(metrics: list[dict[str, Any]], last: int = 5) -> float:
     """Mean logged train reward of the ``last`` steps, over the steps that have one (TRL logs NaN as None)."""
     values = [m.get("reward") for m in metrics[-last:]]
@@ -324,6 +333,8 @@ def train(
     checkpoint = config.resume_from_checkpoint
     if checkpoint is None and prepared.resuming and Path(config.output_dir).exists():
         checkpoint = get_last_checkpoint(config.output_dir)
+    if prepared.resuming and trainer.accelerator.is_main_process:
+        print(resume_message(prepared, checkpoint), flush=True)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
@@ -349,6 +360,7 @@ def train(
         "group_history": {str(k): v for k, v in trainer.advantage_engine.tracker.summary().items()},
         "eval": {k: v for k, v in evaluation.items() if k != "examples"},
         "resumed": prepared.resuming,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
     }
     accelerator = trainer.accelerator
     if accelerator.is_main_process:
