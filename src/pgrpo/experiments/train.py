@@ -29,7 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from pgrpo.command import Command
-from pgrpo.core.conditioning import PromptConditioning, uses_adapter
+from pgrpo.core.conditioning import PromptConditioning, check_descriptions, uses_adapter
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
 from pgrpo.experiments.runs import MetricsLog, prepare_run_dir, read_metrics, resolve
@@ -243,6 +243,9 @@ def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, tas
     config.model_init_kwargs = model_init_kwargs(model_args, config)
     if config.group_descriptions is None and task.group_descriptions:
         config.group_descriptions = dict(task.group_descriptions)  # the task's own, unless given
+    elif config.group_descriptions:  # given: each must describe one of the task's groups (a typo would be ignored)
+        labels = list(task.train_dataset[group_column]) + list(task.eval_dataset[group_column])
+        check_descriptions(config.group_descriptions, labels, f"task {task.name!r} (--group_column {group_column})")
     run_dir = Path(run.run_dir or Path("runs") / run_name(run, config))
     config.output_dir = str(run_dir / "checkpoints")
     state = PartialState()  # under torchrun / accelerate launch the main process prepares, then the others read

@@ -144,7 +144,11 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
                     if isinstance(datasets, dict)
                     else condition_prompts(datasets, conditioning, args.group_column)
                 )
+        labels = labels_of(kwargs.get("train_dataset"), args.group_column)
         super().__init__(model, reward_funcs, args, **kwargs)
+        if (conditioning := args.prompt_conditioning()) is not None and labels is not None:
+            check_conditioning_is_read(getattr(self.processing_class, "tokenizer", self.processing_class),
+                                       conditioning, labels)  # fmt: skip
         self.group_adapters = None
         if uses_adapter(args.group_conditioning):
             self.group_adapters = attach_group_adapters(
@@ -320,6 +324,30 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             load_group_stats(self.advantage_engine, Path(checkpoint) / STATS_FILE, self.args.group_sampling_alpha)
+
+
+def labels_of(dataset: Any, group_column: str) -> list[Any] | None:
+    """The group labels of a map-style dataset (None for another kind, e.g. a dict of datasets or a stream)."""
+    if getattr(dataset, "column_names", None) is None or not hasattr(dataset, "__len__"):
+        return None
+    return list(dataset[group_column])
+
+
+def check_conditioning_is_read(tokenizer: Any, conditioning: PromptConditioning, labels: list[Any]) -> None:
+    """Refuse prompt conditioning whose texts ``tokenizer`` turns into the same tokens for two groups (words it does
+    not know become one unknown token): every group would get the same prompt, and conditioning would do nothing."""
+    seen: dict[tuple[int, ...], Any] = {}
+    for label in dict.fromkeys(labels):
+        ids = tuple(tokenizer(conditioning.text(label), add_special_tokens=False)["input_ids"])
+        other = seen.setdefault(ids, label)
+        if conditioning.text(other) != conditioning.text(label):
+            raise ValueError(
+                f"Prompt conditioning cannot tell groups {other!r} and {label!r} apart: the tokenizer reads both "
+                f"{conditioning.text(other)!r} and {conditioning.text(label)!r} as {tokenizer.decode(list(ids))!r} "
+                "(words it does not know). Build the tiny policy for this conditioning: policy_path(task, 'tiny', "
+                "conditioning=args.prompt_conditioning()) (`pgrpo train` does), or use a model whose tokenizer knows "
+                "the words."
+            )
 
 
 def condition_prompts(dataset: Any, conditioning: PromptConditioning, group_column: str) -> Any:
