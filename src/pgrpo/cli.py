@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -69,5 +70,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(argv[0], load_command(argv[0]), argv[1:])
 
 
+# What a user's mistake raises (bad data, flags, task specs, run directories): shown as one line, no traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError)
+
+
+def console(argv: Sequence[str] | None = None) -> int:
+    """The ``pgrpo`` executable: :func:`main`, with a user's mistake printed as ``pgrpo <command>: error: <message>``
+    on stderr and exit code 2 instead of a traceback (``PGRPO_TRACEBACK=1`` keeps the traceback, for debugging)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return main(argv)
+    except USER_ERRORS as error:
+        if os.environ.get("PGRPO_TRACEBACK", "0") not in ("", "0"):
+            raise
+        command = f"pgrpo {argv[0]}" if argv and argv[0] in COMMANDS else "pgrpo"
+        print(f"{command}: error: {error} (PGRPO_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -24,10 +24,11 @@ def metrics_reference(
         rows = np.array([g == label for g in groups])
         batch = rewards[rows][np.isfinite(rewards[rows])]
         name = f"group/{label if label in history else 'unseen'}"
-        reference[f"{name}/reward_mean"] = batch.mean() if batch.size else 0.0
-        reference[f"{name}/reward_std"] = batch.std() if batch.size else 0.0
+        reference[f"{name}/reward_mean"] = batch.mean() if batch.size else np.nan  # no mean, not 0
+        reference[f"{name}/reward_std"] = batch.std() if batch.size else np.nan
         reference[f"{name}/advantage_mean"] = advantages[rows].mean()
         reference[f"{name}/advantage_std"] = advantages[rows].std()
+        reference[f"{name}/nonfinite_rewards"] = float(rows.sum() - batch.size)
         if label in history:
             seen = np.array(history[label])
             reference[f"{name}/history_mean"] = seen.mean()
@@ -66,7 +67,8 @@ def test_group_metrics_match_the_numpy_reference(unbiased: bool, with_weights: b
     expected = metrics_reference(rewards, advantages, groups, history, by_label, tracker.num_groups, int(unbiased))
     assert got.keys() == expected.keys()
     for name, value in expected.items():
-        assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+        assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), name
+    assert got["group/a/nonfinite_rewards"] == 2 and np.isnan(got["group/a/reward_mean"])
 
 
 def test_many_groups_log_only_the_summary() -> None:

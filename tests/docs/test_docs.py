@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
+from transformers import AutoTokenizer
 
 from pgrpo.cli import main
 
@@ -68,7 +70,7 @@ def test_readme_example_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_own_task_doc_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     namespace, commands = run_document(DOCS / "docs" / "own_task.md", tmp_path, monkeypatch)
     printed = capsys.readouterr().out
-    assert [argv[1] for argv in commands] == ["tasks", "train", "bench", "report", "tasks"]
+    assert [argv[1] for argv in commands] == ["tasks", "train", "train", "bench", "report", "tasks"]
 
     task = namespace["task"]  # Python: the task, its groups as the doc prints them, three P-GRPO steps
     assert task.group_column == "department" and len(task.sft_dataset) == 2000
@@ -77,6 +79,12 @@ def test_own_task_doc_runs_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     assert any(k.startswith("group/Tops/") for entry in namespace["trainer"].state.log_history for k in entry)
     assert len(namespace["same_task"].train_dataset) + len(namespace["same_task"].eval_dataset) == 500
     assert (Path(namespace["untrained"]) / "config.json").is_file()
+    # conditioning from Python: the tiny tokenizer reads each department's text (the trainer refuses it otherwise)
+    conditioned = namespace["conditioned"].prompt_conditioning()
+    assert conditioned.text("Tops") == "User group: shops for tops."
+    assert conditioned.text("Trend") == "User group: Trend."  # a group without a description: its label
+    tokenizer = AutoTokenizer.from_pretrained(namespace["conditioned_model"])
+    assert tokenizer.tokenize(conditioned.text("Tops")) == ["user", "group", ":", "shops", "for", "tops", "."]
     low, high = task.reward_range
     rewards = task.reward_fn(completions=["this dress is lovely and flowy"] * 2, department=["Dresses", "Bottoms"])
     assert high >= rewards[0] > 0.5 > rewards[1] >= low  # the classifier reward depends on the group
@@ -87,6 +95,8 @@ def test_own_task_doc_runs_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     summary = json.loads((tmp_path / "runs/clothing/summary.json").read_text())
     assert summary["task"] == "clothing_task.py:build" and summary["steps"] == 5
     assert set(summary["eval"]["per_group_sampled"]) <= {g.name for g in task.groups}
+    conditioned_run = yaml.safe_load((tmp_path / "runs/clothing-prompt/config.yaml").read_text())["trainer"]
+    assert conditioned_run["group_descriptions"] == task.group_descriptions  # the task's own, from the CLI too
     bench = tmp_path / "runs/clothing-bench"
     for variant in ("grpo", "pgrpo"):
         assert (bench / "runs/matrix/clothing_task.py-build" / variant / "seed0/summary.json").is_file()

@@ -287,3 +287,22 @@ def test_without_the_anonymous_regime_a_variant_must_serve_every_setting_that_ra
     report = write_report(report_dir).read_text()
     assert "It clears the bar when it serves every setting of this bench." in report
     assert "| good | **yes** | a, b | none |" in report
+
+
+def test_a_group_without_any_finite_reward_leaves_its_seed_out_of_that_groups_interval(tmp_path: Path) -> None:
+    """As `pgrpo train` writes a run whose reward was NaN for every completion of g1: eval.json's g1 and worst group
+    are NaN (json's NaN) and TRL logged the train reward as null."""
+    for seed in SEEDS:
+        write_run(tmp_path / "runs/matrix/a/grpo" / f"seed{seed}", "a", "grpo", seed, *grpo_rewards(seed))
+        broken = seed == 0
+        per_group = {"g1": math.nan if broken else 0.3, "g2": 0.6}
+        run_dir = tmp_path / "runs/matrix/a/pgrpo" / f"seed{seed}"
+        write_run(run_dir, "a", "pgrpo", seed, 0.6 if broken else 0.45, math.nan if broken else 0.3, per_group)
+        if broken:
+            lines = [{"step": step, "loss": 0.0, "reward": None} for step in range(1, 5)]
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = write_report(tmp_path).read_text()
+    row = json.loads((tmp_path / "results.json").read_text())["a"]["pgrpo"]
+    assert row["per_group_eval"]["g1"] == pytest.approx((0.3, 0.0))  # seeds 1 and 2; seed 0 has no g1 mean
+    assert row["eval worst group (sampled)"] == pytest.approx((0.3, 0.0))
+    assert "| pgrpo |" in report

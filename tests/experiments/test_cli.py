@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgrpo.cli import main
+from pgrpo.cli import console, main
 from pgrpo.experiments.runs import read_metrics
 from pgrpo.tasks import build_task
 
@@ -72,8 +72,27 @@ def test_unfinished_run_with_another_config_is_refused(toy_model_dir: str, tmp_p
     run_dir = tmp_path / "run"
     main(train_argv(toy_model_dir, run_dir))
     (run_dir / "summary.json").unlink()
-    with pytest.raises(ValueError, match="estimator"):
-        main(train_argv(toy_model_dir, run_dir, "--estimator", "grpo"))
+    with pytest.raises(ValueError, match=r"differs in \['trainer.estimator'\]"):  # only the refused setting is named
+        main(train_argv(toy_model_dir, run_dir, "--estimator", "grpo", "--max_steps", "3"))
+
+
+def test_an_interrupted_run_may_train_longer_and_log_differently_and_says_where_it_resumed(
+    toy_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    main(train_argv(toy_model_dir, run_dir, "--max_steps", "4", "--save_steps", "2"))
+    (run_dir / "summary.json").unlink()  # as if killed after checkpoint-2
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-4")
+    capsys.readouterr()
+    longer = ["--max_steps", "5", "--save_steps", "5", "--logging_steps", "2", "--eval_prompts", "4"]
+    assert main(train_argv(toy_model_dir, run_dir, *longer)) == 0  # was refused as "another config"
+    out = capsys.readouterr().out
+    assert f"pgrpo train: resuming {run_dir} from checkpoint-2 (changed: run.eval_prompts: 7 -> 4; " in out
+    assert "trainer.logging_steps: 1 -> 2; trainer.max_steps: 4 -> 5; trainer.save_steps: 2 -> 5)" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["resumed_from"] == "checkpoint-2" and summary["eval"]["num_prompts"] == 4
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["max_steps"] == 5  # what it ran with
+    assert [m["step"] for m in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 4]  # then every 2nd step logged
 
 
 def test_yaml_config_then_flags_override(toy_model_dir: str, tmp_path: Path) -> None:
@@ -204,3 +223,39 @@ def test_train_output_has_no_deprecation_warning(toy_model_dir: str, tmp_path: P
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Warning:" not in output and (run_dir / "summary.json").exists()
+
+
+UNLABELLED_TASK = '''
+from datasets import Dataset
+
+from pgrpo.tasks import Task
+from pgrpo.testing import toy_reward
+
+
+def build(seed: int = 0):
+    """Built as a Task directly (task_from_dataset would refuse it): 3 of 40 train labels missing, one empty."""
+    groups = ["big", None, "small", ""] + ["big"] * 33 + [None, None, "small"]
+    train = Dataset.from_dict({"prompt": ["say something"] * 40, "group": groups})
+    held_out = Dataset.from_dict({"prompt": ["say something"] * 4, "group": ["big", "small"] * 2})
+    return Task("unlabelled", "Missing labels.", train, held_out, toy_reward)
+'''
+
+
+def test_a_users_mistake_is_one_line_before_anything_is_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "unlabelled.py").write_text(UNLABELLED_TASK)
+    run_dir = tmp_path / "run"
+    argv = ["train", "--task", f"{tmp_path / 'unlabelled.py'}:build", "--run_dir", str(run_dir)]  # the tiny policy
+    monkeypatch.delenv("PGRPO_TRACEBACK", raising=False)
+    assert console(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert error.startswith(
+        "pgrpo train: error: task 'unlabelled' train data column 'group': Preference-group labels must be non-empty "
+        "str or int: 3 of 40 missing (None or NaN) at rows 1, 37, 38; 1 of 40 empty strings at row 3."
+    )
+    assert not run_dir.exists()  # checked before the run directory, so before the tiny policy (built after it)
+    monkeypatch.setenv("PGRPO_TRACEBACK", "1")  # for debugging: the exception itself
+    with pytest.raises(ValueError, match="3 of 40 missing"):
+        console(argv)

@@ -6,7 +6,6 @@ looking at the policy, whether training, held-out evaluation and generation cond
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -99,16 +98,28 @@ def test_generate_answers_with_the_runs_conditioning(
         generate_for_group(tmp_path, "small", prompts)
 
 
-def test_generate_without_prompts_answers_the_groups_held_out_prompts(tmp_path: Path, toy_model_dir: str, capsys):
+def test_generate_without_prompts_answers_the_groups_held_out_prompts(
+    tmp_path: Path, toy_model_dir: str, capsys, caplog: pytest.LogCaptureFixture
+) -> None:
     run_dir = tmp_path / "run"
     argv = ["train", "--task", "personas", "--model_name_or_path", toy_model_dir, "--run_dir", str(run_dir),
             "--max_steps", "1", "--per_device_train_batch_size", "8", "--max_completion_length", "4",
-            "--eval_prompts", "0", "--disable_tqdm", "true", "--group_conditioning", "prompt"]  # fmt: skip
+            "--eval_prompts", "0", "--disable_tqdm", "true"]  # fmt: skip
     assert main(argv) == 0
     assert main(["generate", "--run_dir", str(run_dir), "--group", "kemar", "--num_prompts", "2"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("[kemar] Kemar, a beach bartender, asks:") == 2
-    assert json.loads((run_dir / "summary.json").read_text())["group_conditioning"] == "prompt"
+    assert (
+        "trained without group conditioning (group_conditioning=none): its policy answers every group alike, so "
+        "the group changes nothing but which held-out prompts are asked" in caplog.text
+    )  # was: not a word
+
+
+def test_descriptions_of_groups_the_task_lacks_are_refused_listing_its_groups(toy_model_dir: str, tmp_path: Path):
+    with pytest.raises(ValueError, match=r"group_descriptions name \['smal'\], which are not groups of task 'tags' "
+                                         r"\(--group_column group\); its groups are \['big', 'small'\]"):  # fmt: skip
+        run(toy_model_dir, tmp_path / "run", group_conditioning="prompt", group_descriptions={"smal": "a typo"})
+    assert not (tmp_path / "run").exists()  # before the run directory and the policy
 
 
 def test_adapter_runs_evaluate_and_serve_each_row_through_its_groups_adapter(toy_model_dir: str, tmp_path: Path):

@@ -114,3 +114,26 @@ def test_kl_on_fewer_samples_and_no_prompt_perplexity_when_asked(toy_model_dir: 
     assert full["per_group_sampled"] == first["per_group_sampled"]  # the same samples, scored alike
     assert first["kl_to_initial"] != full["kl_to_initial"] and math.isfinite(first["kl_to_initial"])
     assert "perplexity" not in first and "perplexity_initial" not in first and "perplexity" in full
+
+
+def test_a_group_without_any_finite_reward_is_counted_not_a_crash(toy_model_dir: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+
+    def small_unscorable(completions: list[str], group: list[str], **_: object) -> list[float | None]:
+        """NaN for every "small" completion, None for every other "big" one (as a reward model that gives up)."""
+        big = iter(range(len(completions)))
+        return [math.nan if g == "small" else (None if next(big) % 2 else 0.5) for g in group]
+
+    task = replace(toy_task(), reward_fn=small_unscorable)
+    results = evaluate_policy(model, tokenizer, task, num_prompts=10, samples=2, max_new_tokens=2)
+    assert math.isnan(results["per_group_sampled"]["small"]) and results["per_group_sampled"]["big"] == 0.5
+    assert results["per_group_nonfinite_sampled"] == {"big": 6, "small": 8}  # 6 big and 4 small prompts x 2 samples
+    assert results["per_group_nonfinite_greedy"] == {"big": 3, "small": 4}
+    assert results["worst_group_sampled"] == 0.5  # the groups that have a mean
+    assert math.isnan(results["majority_minus_minority_sampled"])  # the minority has no mean
+
+    task = replace(toy_task(), reward_fn=lambda completions, **_: [math.nan] * len(completions))
+    results = evaluate_policy(model, tokenizer, task, num_prompts=4, samples=1, max_new_tokens=2)  # was: max() crash
+    assert math.isnan(results["worst_group_sampled"]) and math.isnan(results["reward_sampled"])
+    assert results["per_group_nonfinite_sampled"] == results["per_group_prompts"] == {"big": 2, "small": 2}

@@ -113,3 +113,35 @@ def test_eval_strategy_evaluates_the_held_out_prompts_during_training(toy_model_
     assert any(key.startswith("eval_group/") for key in evaluations[0])  # per-group metrics, eval mode
     stats = json.loads((run_dir / "checkpoints" / "checkpoint-2" / "pgrpo_group_stats.json").read_text())
     assert sum(stats["tracker"]["count"]) == 2 * 8  # evaluation never entered the statistics
+
+
+NAN_TASK = '''
+import math
+from dataclasses import replace
+
+from pgrpo.testing import toy_task
+
+
+def build(seed: int = 0):
+    """The toy task with a reward that returns NaN for every completion."""
+    return replace(toy_task(seed), reward_fn=lambda completions, **_: [math.nan] * len(completions))
+'''
+
+
+def test_a_reward_that_is_always_nan_finishes_the_run_and_counts_what_it_dropped(
+    toy_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "nan_task.py").write_text(NAN_TASK)
+    run_dir = tmp_path / "run"
+    argv = train_argv(toy_model_dir, run_dir, "--eval_prompts", "4", "--eval_samples", "2")
+    argv[argv.index("personas")] = f"{tmp_path / 'nan_task.py'}:build"
+    assert main(argv) == 0  # was: ValueError: max() arg is an empty sequence, after training, no summary.json
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert evaluation["per_group_nonfinite_sampled"] == {"big": 4, "small": 4}  # 2 prompts x 2 samples per group
+    assert evaluation["per_group_nonfinite_greedy"] == {"big": 2, "small": 2}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert sum(summary["nonfinite_train_rewards"].values()) == 2 * 8  # every reward of both steps
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    assert all(m.get("group/big/nonfinite_rewards", 0) + m.get("group/small/nonfinite_rewards", 0) == 8
+               for m in metrics)  # fmt: skip
+    assert all(m["group/big/reward_mean"] is None for m in metrics)  # no mean (was 0)

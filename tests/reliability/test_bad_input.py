@@ -81,20 +81,21 @@ def test_missing_or_misspelled_group_column(
 @pytest.mark.parametrize(
     ("labels", "message"),
     [
-        (["a", None, "b", "a"], r"position 1 is missing \(None or NaN\)"),
-        ([1.0, math.nan, 2.0, 1.0], r"position 1 is missing \(None or NaN\)"),
-        (["a", "", "b", "a"], "empty string"),
-        (["a", "   ", "b", "a"], "empty string"),
-        ([1.5, 2.5, 1.5, 2.5], "must be str or int, got 1.5 of type float"),
-        ([True, False, True, False], "must be str or int, got True of type bool"),
-        ([["a"], ["b"], ["a"], ["b"]], r"must be str or int, got \['a'\] of type list"),
+        (["a", None, "b", None], r"2 of 4 missing \(None or NaN\) at rows 1, 3\. Fill or drop those rows"),
+        ([1.0, math.nan, 2.0, 1.0], r"1 of 4 missing \(None or NaN\) at row 1\."),
+        (["a", "", "b", "a"], "1 of 4 empty strings at row 1"),  # had no position
+        (["a", "   ", "b", "a"], "1 of 4 empty strings at row 1"),
+        ([1.5, 2.5, 1.5, 2.5], r"4 of 4 of type float \(e\.g\. 1\.5\) at rows 0, 1, 2, 3"),
+        ([True, False, True, False], r"4 of 4 of type bool \(e\.g\. True\)"),
+        ([["a"], ["b"], ["a"], ["b"]], r"4 of 4 of type list \(e\.g\. \['a'\]\)"),
+        (["a", None, "", None] + [None] * 6, r"8 of 10 missing .* at first rows 1, 3, 4, 5, 6; 1 of 10 empty strings"),
     ],
 )
 def test_none_nan_empty_or_non_label_values_are_rejected(
     toy_model_dir: str, tmp_path: Path, labels: list, message: str
 ) -> None:
-    dataset = Dataset.from_dict({"prompt": ["say something"] * 4, "group": labels})
-    with pytest.raises(ValueError, match=rf"train_dataset column 'group': .*{message}"):
+    dataset = Dataset.from_dict({"prompt": ["say something"] * len(labels), "group": labels})
+    with pytest.raises(ValueError, match=rf"train_dataset column 'group': Preference-group labels must be .*{message}"):
         make_trainer(toy_model_dir, tmp_path, dataset=dataset)
 
 
@@ -204,12 +205,16 @@ def test_a_group_without_any_reward_is_not_the_worst_group(toy_model_dir: str, t
     def reward(completions, group, **_):
         return [None if g == "small" else 0.5 + 0.1 * len(c.split()) for c, g in zip(completions, group, strict=True)]
 
-    trainer = make_trainer(toy_model_dir, tmp_path, reward=reward)
+    trainer = make_trainer(toy_model_dir, tmp_path, max_steps=4, reward=reward)
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "group/worst_reward_running" in entry]
     assert logs and all(entry["group/worst_reward_running"] >= 0.5 for entry in logs)
     assert all(entry["group/worst_reward_running"] == entry["group/big/reward_running"] for entry in logs)
     assert not any("group/small/reward_running" in entry for entry in logs)
+    small = [entry for entry in logs if "group/small/nonfinite_rewards" in entry]
+    assert small and all(entry["group/small/reward_mean"] is None for entry in small)  # no mean (was 0)
+    assert sum(entry["group/small/nonfinite_rewards"] for entry in small) == trainer.nonfinite_rewards["small"] > 0
+    assert "big" not in trainer.nonfinite_rewards
 
 
 def test_all_rewards_equal_give_zero_advantages(toy_model_dir: str, tmp_path: Path) -> None:

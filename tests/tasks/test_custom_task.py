@@ -42,3 +42,12 @@ def test_without_pairs_the_errors_name_the_fixes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=fixes):
         tiny_policy_path(task, tmp_path)
     assert (tiny_policy_path(task, tmp_path, sft_steps=0, hidden_size=32, num_heads=2) / "config.json").is_file()
+
+
+def test_task_from_dataset_refuses_bad_labels_with_how_many_and_where() -> None:
+    labels = ["terse", None, "casual", ""] + ["formal"] * 6 + [None] * 5
+    dataset = Dataset.from_dict({"prompt": [f"question {i}" for i in range(len(labels))], "style": labels})
+    with pytest.raises(ValueError, match=r"Dataset column 'style': Preference-group labels must be non-empty str or "
+                       r"int: 6 of 15 missing \(None or NaN\) at first rows 1, 10, 11, 12, 13; 1 of 15 empty strings "
+                       r"at row 3\."):  # fmt: skip
+        task_from_dataset(dataset, lambda completions, **_: [0.0] * len(completions), group_column="style")

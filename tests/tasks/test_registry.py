@@ -183,3 +183,19 @@ def test_task_specs_become_readable_safe_directory_names() -> None:
         Path("bench/runs/matrix") / name / "grpo/seed0" for name in ("personas", "pkg.tasks-build", "t.py-build")
     ]
     assert [run.flags["task"] for run in runs] == ["personas", "pkg.tasks:build", "../t.py:build"]
+
+
+def test_a_task_file_imports_the_modules_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the file's folder is added for this test only
+    folder = tmp_path / "elsewhere"  # not the current directory, not on PYTHONPATH
+    folder.mkdir()
+    (folder / "reply_styles.py").write_text("STYLES = ['terse', 'casual']\n")
+    (folder / "style_task.py").write_text(
+        "from pgrpo.tasks import task_from_dataset\nfrom pgrpo.testing import toy_dataset, toy_reward\n\n"
+        "def build(seed: int = 0):\n    import reply_styles  # imported late, as a reward function might\n\n"
+        "    return task_from_dataset(toy_dataset(), toy_reward, name=reply_styles.STYLES[0], seed=seed)\n"
+    )
+    try:
+        assert build_task(f"{folder / 'style_task.py'}:build").name == "terse"  # was: No module named 'reply_styles'
+    finally:
+        sys.modules.pop("reply_styles", None)

@@ -63,3 +63,28 @@ def test_no_conditioning_leaves_the_prompts_alone(toy_model_dir: str, tmp_path: 
     args = PGRPOConfig(output_dir=str(tmp_path), max_steps=1, **CPU_ARGS)
     PGRPOTrainer(toy_model_dir, recording_reward(seen), args=args, train_dataset=toy_dataset(8)).train()
     assert all(prompt == f"say something for group {group}" for prompt, group in seen)
+
+
+def test_a_tokenizer_that_cannot_read_the_groups_texts_is_refused_and_a_tiny_policy_built_for_them_reads_them(
+    toy_model_dir: str, tmp_path: Path
+) -> None:
+    """The toy tokenizer knows neither "user" nor "terse" nor "chatty": each group would read `<unk> group : <unk> .`"""
+    from pgrpo.models import load_tokenizer, policy_path
+    from pgrpo.tasks import task_from_dataset
+
+    descriptions = {"big": "terse", "small": "chatty"}
+    args = PGRPOConfig(output_dir=str(tmp_path), max_steps=1, group_conditioning="prompt",
+                       group_descriptions=descriptions, **CPU_ARGS)  # fmt: skip
+    with pytest.raises(ValueError, match=r"cannot tell groups 'small' and 'big' apart: the tokenizer reads both "
+                       r"'User group: chatty\.' and 'User group: terse\.' as '<unk> group : <unk> \.'.*"
+                       r"policy_path\(task, 'tiny', conditioning=args\.prompt_conditioning\(\)\)"):  # fmt: skip
+        PGRPOTrainer(toy_model_dir, toy_reward, args=args, train_dataset=toy_dataset(16))
+    task = task_from_dataset(toy_dataset(32), toy_reward, group_descriptions=descriptions)
+    assert task.group_descriptions == descriptions
+    model = policy_path(task, "tiny", conditioning=args.prompt_conditioning(), sft_steps=0, hidden_size=16,
+                        num_layers=1, num_heads=2)  # fmt: skip
+    assert load_tokenizer(model).tokenize("User group: terse.") == ["user", "group", ":", "terse", "."]
+    PGRPOTrainer(model, toy_reward, args=args, train_dataset=task.train_dataset)  # reads them: accepted
+    with pytest.raises(ValueError, match=r"name \['smal'\], which are not groups of the dataset; its groups are "
+                       r"\['big', 'small'\]"):  # fmt: skip
+        task_from_dataset(toy_dataset(32), toy_reward, group_descriptions={"smal": "chatty"})

@@ -126,3 +126,14 @@ class PromptConditioning:
             messages[0]["content"] = f"{text} {messages[0]['content']}"
             return messages
         return [{"role": "system", "content": text}, *messages]
+
+
+def check_descriptions(descriptions: Mapping[str, str], labels: list[Any], where: str) -> None:
+    """Refuse descriptions of groups that ``labels`` (the data's group labels) do not have: a misspelled key would
+    otherwise leave its group described by its bare label, silently."""
+    known = sorted({str(label) for label in labels})
+    if unknown := sorted(set(descriptions) - set(known)):
+        raise ValueError(
+            f"group_descriptions name {unknown}, which are not groups of {where}; its groups are {known}. Describe "
+            "those (a group left out is described by its label)."
+        )

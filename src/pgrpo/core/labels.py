@@ -6,6 +6,8 @@ plain ints). Each new label gets the next index, 0, 1, 2, ... in order of first 
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,3 +93,44 @@ def factorize(labels: Sequence[Any] | np.ndarray | torch.Tensor) -> tuple[np.nda
             "needs a group label: fill or drop those rows before training."
         )
     return codes, uniques.tolist()
+
+
+def check_labels(labels: Sequence[Any], shown: int = 5) -> None:
+    """Nothing when every label is a non-empty ``str`` or an ``int``; else one ``ValueError`` that names each kind of
+    bad label (missing, empty string, another type) with how many rows have it and the first ``shown`` positions.
+
+    One vectorized pass when the labels are valid (:func:`factorize`); the rows are searched only on failure.
+    """
+    try:
+        for label in factorize(labels)[1]:
+            validate_label(label)
+        return
+    except (TypeError, ValueError):
+        pass
+    rows: dict[str, list[int]] = defaultdict(list)
+    examples: dict[str, Any] = {}
+    for position, label in enumerate(labels):
+        if (problem := label_problem(label)) is not None:
+            rows[problem].append(position)
+            examples.setdefault(problem, label)
+    parts = []
+    for problem, positions in rows.items():
+        example = f" (e.g. {examples[problem]!r:.40})" if problem.startswith("of type") else ""
+        first = "first " if len(positions) > shown else ""
+        where = f"{first}row{'s' if len(positions) > 1 else ''} {', '.join(map(str, positions[:shown]))}"
+        parts.append(f"{len(positions)} of {len(labels)} {problem}{example} at {where}")
+    raise ValueError(
+        f"Preference-group labels must be non-empty str or int: {'; '.join(parts)}. Fill or drop those rows "
+        "(e.g. dataset.filter(...)), or cast the column to str or int."
+    )
+
+
+def label_problem(label: Any) -> str | None:
+    """What is wrong with one label (``None`` when it is a valid one), worded to follow "N of M"."""
+    if label is None or (isinstance(label, (float, np.floating)) and math.isnan(label)):
+        return "missing (None or NaN)"
+    if isinstance(label, str):
+        return None if label.strip() else "empty strings"
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+        return f"of type {type(label).__name__}"
+    return None

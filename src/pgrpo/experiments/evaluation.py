@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
@@ -60,11 +60,18 @@ def balanced_rows(rows: list[dict[str, Any]], group_column: str, limit: int) -> 
 
 
 def group_means(groups: list[Any], values: list[float]) -> dict[str, float]:
-    sums: dict[str, list[float]] = defaultdict(list)
+    """{str(group): mean of its finite values} for every group in ``groups`` (NaN for a group with none finite)."""
+    by_group: dict[str, list[float]] = defaultdict(list)
     for group, value in zip(groups, values, strict=True):
-        if math.isfinite(value):
-            sums[str(group)].append(value)
-    return {group: sum(v) / len(v) for group, v in sorted(sums.items())}
+        by_group[str(group)].append(value)
+    return {group: _mean(v) for group, v in sorted(by_group.items())}
+
+
+def group_nonfinite(groups: list[Any], values: list[float]) -> dict[str, int]:
+    """{str(group): how many of its values are not finite} (NaN, None turned NaN, +-inf) for every group."""
+    counts = Counter(str(group) for group in groups)
+    bad = Counter(str(g) for g, v in zip(groups, values, strict=True) if not math.isfinite(v))
+    return {group: bad[group] for group in sorted(counts)}
 
 
 @torch.no_grad()
@@ -278,29 +285,44 @@ def group_rewards(
     sampled_reward: list[float],
 ) -> dict[str, Any]:
     """Held-out rewards overall and per group (sampled, and greedy unless ``greedy_reward`` is None), the worst
-    group, the majority-minority gap, and the groups' train shares (the weights of the train-mix reward)."""
+    group, the majority-minority gap, the groups' train shares (the weights of the train-mix reward) and each group's
+    count of non-finite rewards.
+
+    A group whose rewards are all non-finite has mean NaN and is left out of the worst group (NaN when no group has a
+    finite mean), as in training's worst-group curve; ``per_group_nonfinite_*`` says how many were dropped.
+    """
     per_group_sampled = group_means(sampled_groups, sampled_reward)
     shares = pd.Series(task.train_dataset[group_column]).astype(str).value_counts(normalize=True).to_dict()
-    majority = max(per_group_sampled, key=lambda g: shares.get(g, 0.0))
-    minority = min(per_group_sampled, key=lambda g: shares.get(g, 0.0))
+    majority = max(per_group_sampled, key=lambda g: shares.get(g, 0.0), default=None)
+    minority = min(per_group_sampled, key=lambda g: shares.get(g, 0.0), default=None)
     results = {
         "per_group_prompts": dict(sorted(Counter(map(str, groups)).items())),
         "train_shares": dict(sorted(shares.items())),
         "reward_sampled": _mean(sampled_reward),
         "per_group_sampled": per_group_sampled,
-        "worst_group_sampled": min(per_group_sampled.values()),
-        "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority],
+        "per_group_nonfinite_sampled": group_nonfinite(sampled_groups, sampled_reward),
+        "worst_group_sampled": _min(per_group_sampled.values()),
+        "majority_minus_minority_sampled": per_group_sampled[majority] - per_group_sampled[minority]
+        if majority is not None
+        else math.nan,
     }
     if greedy_reward is not None:
         per_group_greedy = group_means(groups, greedy_reward)
         results |= {
             "reward_greedy": _mean(greedy_reward),
             "per_group_greedy": per_group_greedy,
-            "worst_group_greedy": min(per_group_greedy.values()),
+            "per_group_nonfinite_greedy": group_nonfinite(groups, greedy_reward),
+            "worst_group_greedy": _min(per_group_greedy.values()),
         }
     return results
 
 
 def _mean(values: list[float]) -> float:
+    """Mean of the finite values; NaN when none is finite."""
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+def _min(values: Iterable[float]) -> float:
+    """Smallest finite value; NaN when none is finite."""
+    return min((v for v in values if math.isfinite(v)), default=math.nan)

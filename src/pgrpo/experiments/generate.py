@@ -87,6 +87,10 @@ def generate_for_group(
     if (known := trained_groups(run_dir)) and group not in known:
         logger.warning("Group %r was not trained on (the run's groups: %s); answering with the shared policy's "
                        "behaviour for an unseen group.", group, ", ".join(known))  # fmt: skip
+    if conditioning_kind == "none":
+        logger.warning("Run %s was trained without group conditioning (group_conditioning=none): its policy answers "
+                       "every group alike, so the group changes nothing but which held-out prompts are asked.",
+                       run_dir)  # fmt: skip
     conditioning = None
     if uses_prompt(conditioning_kind):
         conditioning = PromptConditioning(

@@ -10,7 +10,8 @@
         summary.json     written last: the run is finished
 
 An existing finished run is never overwritten without ``overwrite=True``; an unfinished one
-resumes from its last checkpoint, provided its config is the same. ``pgrpo.experiments.train``
+resumes from its last checkpoint, provided its config is the same but for how long it trains and what it logs,
+saves and evaluates (:data:`RESUMABLE`). ``pgrpo.experiments.train``
 runs the training itself.
 """
 
@@ -27,6 +28,22 @@ import yaml
 from transformers import TrainerCallback
 
 VOLATILE = ("output_dir", "resume_from_checkpoint")
+# Settings an unfinished run may change when it resumes: how long it trains, what it logs, saves and evaluates, none
+# of which changes the steps already taken. Every other setting must stay as it was.
+RESUMABLE_PREFIXES = ("trainer.logging_", "trainer.save_", "trainer.eval_")
+RESUMABLE = {
+    "trainer.max_steps",
+    "trainer.num_train_epochs",
+    "trainer.report_to",
+    "trainer.disable_tqdm",
+    "trainer.log_level",
+    "trainer.log_completions",
+    "trainer.num_completions_to_print",
+    "trainer.per_device_eval_batch_size",
+    "trainer.run_name",
+    "run.eval_prompts",
+    "run.eval_samples",
+}
 
 
 class MetricsLog(TrainerCallback):
@@ -76,8 +93,14 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool) -> bool:
-    """Create ``run_dir`` or check it can be resumed. Returns True when resuming."""
+def may_change_on_resume(key: str) -> bool:
+    """Whether the setting ``key`` ("section.field") may differ when an unfinished run resumes."""
+    return key in RESUMABLE or key.startswith(RESUMABLE_PREFIXES)
+
+
+def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool) -> list[str] | None:
+    """Create ``run_dir`` (returns None) or check that it can be resumed: returns the settings changed since it was
+    written, as ``"key: old -> new"`` (only :func:`may_change_on_resume` ones; config.yaml then records the new)."""
     config_path = run_dir / "config.yaml"
     if run_dir.exists() and overwrite:
         shutil.rmtree(run_dir)
@@ -86,20 +109,21 @@ def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool) ->
             f"Run directory {run_dir} holds a finished run; pass --overwrite to replace it or choose another --run_dir."
         )
     elif config_path.exists():
-        saved = yaml.safe_load(config_path.read_text())
-        if saved != resolved:
-            old, new = flatten(saved), flatten(resolved)
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        old, new = flatten(yaml.safe_load(config_path.read_text())), flatten(resolved)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if refused := [k for k in changed if not may_change_on_resume(k)]:
             raise ValueError(
-                f"Run directory {run_dir} holds an unfinished run with another config (differs in {changed}); "
-                "resume with the same arguments, pass --overwrite, or choose another --run_dir."
+                f"Run directory {run_dir} holds an unfinished run with another config (differs in {refused}); "
+                "resume with the same arguments (only how long it trains and what it logs, saves and evaluates may "
+                "change), pass --overwrite, or choose another --run_dir."
             )
-        return True
+        config_path.write_text(yaml.safe_dump(resolved, sort_keys=True))
+        return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"{run_dir} exists and is not a pgrpo run directory; choose another --run_dir.")
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(resolved, sort_keys=True))
-    return False
+    return None
 
 
 def resolve(sections: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from pgrpo.command import Command
-from pgrpo.core.conditioning import PromptConditioning, uses_adapter
+from pgrpo.core.conditioning import PromptConditioning, check_descriptions, uses_adapter
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
 from pgrpo.experiments.runs import MetricsLog, prepare_run_dir, read_metrics, resolve
@@ -37,7 +37,7 @@ from pgrpo.models import policy_path
 from pgrpo.tasks import Task, build_task
 from pgrpo.tasks.registry import task_directory_name
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
-from pgrpo.trainer.trainer import condition_prompts
+from pgrpo.trainer.trainer import check_group_column, condition_prompts
 
 UNSET_OUTPUT_DIR = "runs/_unset"  # `pgrpo train` keeps checkpoints in <run_dir>/checkpoints; see check_flags
 # initial policy path -> its perplexity per tuple of held-out texts: a bench worker evaluates every run of a setting
@@ -142,6 +142,18 @@ def choose_group_column(config: PGRPOConfig, task: Task) -> str:
     return column
 
 
+def check_task_data(task: Task, group_column: str) -> None:
+    """The task's datasets have a ``prompt`` column and valid labels in ``group_column``: checked before any model is
+    built, so that a mistake in the data is reported in seconds (the trainer checks again, for Python users)."""
+    for name, dataset in (("train", task.train_dataset), ("held-out", task.eval_dataset)):
+        if "prompt" not in dataset.column_names:
+            raise ValueError(
+                f"The {name} data of task {task.name!r} has no 'prompt' column; its columns are "
+                f"{dataset.column_names}. A task's rows need the prompt text in a 'prompt' column."
+            )
+        check_group_column(dataset, group_column, f"task {task.name!r} {name} data")
+
+
 def check_flags(config: PGRPOConfig) -> None:
     """Refuse trainer flags that `pgrpo train` would otherwise override without saying so."""
     if config.output_dir != UNSET_OUTPUT_DIR:
@@ -230,6 +242,7 @@ class Prepared:
     model_path: str
     group_column: str  # the task's groups: rewards and held-out results
     resuming: bool
+    changed: list[str]  # resuming: the settings changed since the run began ("key: old -> new")
 
 
 def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, task: Task | None) -> Prepared:
@@ -237,24 +250,29 @@ def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, tas
     check_flags(config)
     task = task or build_task(run.task, seed=run.task_seed, **run.options())
     group_column = choose_group_column(config, task)
+    check_task_data(task, group_column)
     trained = only_group(task, group_column, run.train_group) if run.train_group else task
     config.model_init_kwargs = model_init_kwargs(model_args, config)
     if config.group_descriptions is None and task.group_descriptions:
         config.group_descriptions = dict(task.group_descriptions)  # the task's own, unless given
+    elif config.group_descriptions:  # given: each must describe one of the task's groups (a typo would be ignored)
+        labels = list(task.train_dataset[group_column]) + list(task.eval_dataset[group_column])
+        check_descriptions(config.group_descriptions, labels, f"task {task.name!r} (--group_column {group_column})")
     run_dir = Path(run.run_dir or Path("runs") / run_name(run, config))
     config.output_dir = str(run_dir / "checkpoints")
     state = PartialState()  # under torchrun / accelerate launch the main process prepares, then the others read
     with state.main_process_first():  # the run directory, discovered labels and the tiny policy
         if state.is_main_process:
             sections = {"run": run, "trainer": config, "model": model_args}
-            resuming = prepare_run_dir(run_dir, resolve(sections), run.overwrite)
+            changed = prepare_run_dir(run_dir, resolve(sections), run.overwrite)
+            resuming, changed = changed is not None, changed or []
         else:
-            resuming = not run.overwrite and (run_dir / "checkpoints").exists()
+            resuming, changed = not run.overwrite and (run_dir / "checkpoints").exists(), []
         # the policy is built from the whole task, so that a specialist starts from exactly the shared runs' policy
         built = policy_task(task, run.group_labels, group_column, config.prompt_conditioning())
         model_path = policy_path(built, model_args.model_name_or_path)
         task, config.group_column = with_labels(trained, run.group_labels, group_column, config.seed)
-    return Prepared(task, run_dir, model_path, group_column, resuming)
+    return Prepared(task, run_dir, model_path, group_column, resuming, changed)
 
 
 def make_trainer(run: Prepared, config: PGRPOConfig, model_args: ModelConfig) -> tuple[PGRPOTrainer, bool]:
@@ -322,6 +340,20 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
     return evaluation
 
 
+def resume_message(run: Prepared, checkpoint: str | None) -> str:
+    """What a resumed run says first: where it resumes from and which settings changed."""
+    where = f"from {Path(checkpoint).name}" if checkpoint else "with no checkpoint saved yet: from step 0"
+    changed = f" (changed: {'; '.join(run.changed)})" if run.changed else ""
+    return f"pgrpo train: resuming {run.run_dir} {where}{changed}"
+
+
+def final_reward(metrics: list[dict[str, Any]], last: int = 5) -> float:
+    """Mean logged train reward of the ``last`` steps, over the steps that have one (TRL logs NaN as None)."""
+    values = [m.get("reward") for m in metrics[-last:]]
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def train(
     run: RunArguments, config: PGRPOConfig, model_args: ModelConfig | None = None, task: Task | None = None
 ) -> dict[str, Any]:
@@ -332,6 +364,8 @@ def train(
     checkpoint = config.resume_from_checkpoint
     if checkpoint is None and prepared.resuming and Path(config.output_dir).exists():
         checkpoint = get_last_checkpoint(config.output_dir)
+    if prepared.resuming and trainer.accelerator.is_main_process:
+        print(resume_message(prepared, checkpoint), flush=True)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
@@ -355,10 +389,12 @@ def train(
         "train_seconds": train_seconds,
         "seconds_per_step": train_seconds / max(trainer.state.global_step, 1),
         "eval_seconds": eval_seconds,  # with saving the final model
-        "final_train_reward": float(np.mean([m["reward"] for m in metrics[-5:]])) if metrics else math.nan,
+        "final_train_reward": final_reward(metrics),
+        "nonfinite_train_rewards": {str(k): v for k, v in sorted(trainer.nonfinite_rewards.items(), key=str)},
         "group_history": {str(k): v for k, v in trainer.advantage_engine.tracker.summary().items()},
         "eval": {k: v for k, v in evaluation.items() if k != "examples"},
         "resumed": prepared.resuming,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
     }
     accelerator = trainer.accelerator
     if accelerator.is_main_process:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from pgrpo.core.conditioning import PromptConditioning
 from pgrpo.models.cache import default_cache_dir
 from pgrpo.models.smollm2 import load_smollm2, smollm2_path
 from pgrpo.models.tiny import build_tiny_policy, build_word_tokenizer, tiny_policy_path
@@ -24,6 +27,7 @@ from pgrpo.tasks.base import Task
 __all__ = [
     "build_tiny_policy",
     "build_word_tokenizer",
+    "conditioned_task",
     "default_cache_dir",
     "encode_prompts",
     "generate_completions",
@@ -37,15 +41,44 @@ __all__ = [
 ]
 
 
-def policy_path(task: Task | None, model: str = "tiny", cache_dir: str | Path | None = None, **settings: Any) -> str:
-    """A model path for ``from_pretrained`` or TRL's ``model=`` argument; "tiny" and "smollm2" are built if needed."""
+def policy_path(
+    task: Task | None,
+    model: str = "tiny",
+    cache_dir: str | Path | None = None,
+    conditioning: PromptConditioning | None = None,
+    **settings: Any,
+) -> str:
+    """A model path for ``from_pretrained`` or TRL's ``model=`` argument; "tiny" and "smollm2" are built if needed.
+
+    ``conditioning``: the prompt conditioning the run will use (``PGRPOConfig.prompt_conditioning()``); a tiny
+    policy is then built from the conditioned prompts, so that its word-level tokenizer knows the groups' texts.
+    """
     if model == "tiny":
         if task is None:
             raise ValueError("The tiny policy is built from a task's text; pass the task.")
-        return str(tiny_policy_path(task, cache_dir, **settings))
+        return str(tiny_policy_path(conditioned_task(task, conditioning), cache_dir, **settings))
     if model == "smollm2":
         return smollm2_path(cache_dir)
     return model
+
+
+def conditioned_task(task: Task, conditioning: PromptConditioning | None) -> Task:
+    """``task`` with every train, held-out (and, where they carry the group column, warm-start) prompt conditioned
+    on its group, as the trainer conditions them; ``task`` itself without conditioning."""
+    if conditioning is None:
+        return task
+
+    def condition(dataset: Dataset) -> Dataset:
+        return dataset.map(lambda row: {"prompt": conditioning.apply(row["prompt"], row[task.group_column])})
+
+    sft = task.sft_dataset
+    labelled_sft = sft is not None and task.group_column in sft.column_names
+    return replace(
+        task,
+        train_dataset=condition(task.train_dataset),
+        eval_dataset=condition(task.eval_dataset),
+        sft_dataset=condition(sft) if labelled_sft else sft,
+    )
 
 
 def load_policy(

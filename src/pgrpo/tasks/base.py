@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from pgrpo.core.conditioning import check_descriptions
+from pgrpo.core.labels import check_labels
+
 RewardFunction = Callable[..., list[float | None]]
 TaskBuilder = Callable[..., "Task"]
 TASKS: dict[str, TaskBuilder] = {}
@@ -109,8 +112,12 @@ def task_from_dataset(
     eval_fraction: float = 0.1,
     seed: int = 0,
     reward_range: tuple[float, float] = (0.0, 1.0),
+    group_descriptions: dict[str, str] | None = None,
 ) -> Task:
     """Turn any dataset with a ``prompt`` and a group column plus any reward callable into a Task.
+
+    ``group_descriptions``: {label: text} that prompt conditioning puts into each group's prompts (labels compared as
+    ``str``; a label the data do not have is an error that lists the data's labels).
 
     Without ``eval_dataset``, a seeded ``eval_fraction`` of the rows is held out, stratified by
     group: a group of n >= 2 rows gives min(n - 1, max(1, round(eval_fraction * n))) rows to the
@@ -122,6 +129,10 @@ def task_from_dataset(
             f"Dataset lacks column(s) {missing}; it has {train_dataset.column_names}. "
             "A task needs a 'prompt' column and the preference-group column named by group_column."
         )
+    try:
+        check_labels(train_dataset[group_column])
+    except ValueError as error:
+        raise ValueError(f"Dataset column {group_column!r}: {error}") from None
     if sft_dataset is not None:
         missing = [column for column in ("prompt", "completion") if column not in sft_dataset.column_names]
         if missing:
@@ -129,13 +140,24 @@ def task_from_dataset(
                 f"sft_dataset lacks column(s) {missing}; it has {sft_dataset.column_names}. Warm-start data are "
                 "'prompt'/'completion' text pairs (the completion: what the policy should write after the prompt)."
             )
+    descriptions = {str(label): text for label, text in (group_descriptions or {}).items()}
+    check_descriptions(descriptions, list(train_dataset[group_column]), "the dataset")
     if eval_dataset is None:
         if not 0.0 < eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must lie strictly between 0 and 1, got {eval_fraction!r}; e.g. 0.1.")
         train_dataset, eval_dataset = stratified_split(train_dataset, group_column, eval_fraction, seed)
     config = {"eval_fraction": eval_fraction, "seed": seed}
     return Task(
-        name, description, train_dataset, eval_dataset, reward_fn, group_column, sft_dataset, reward_range, config
+        name,
+        description,
+        train_dataset,
+        eval_dataset,
+        reward_fn,
+        group_column,
+        sft_dataset,
+        reward_range,
+        config,
+        descriptions,
     )
 
 

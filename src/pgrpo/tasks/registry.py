@@ -209,10 +209,16 @@ def import_task_module(name: str, spec: str) -> ModuleType:
 
 
 def load_file(location: str, spec: str) -> ModuleType:
-    """The Python file at ``location`` as a module, executed once per process (a second load reuses it)."""
+    """The Python file at ``location`` as a module, executed once per process (a second load reuses it).
+
+    Its folder goes first on ``sys.path`` (as ``python path/to/file.py`` puts it), so the file can import the modules
+    beside it, at load time or later (a reward function that imports lazily).
+    """
     path = Path(location).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"Task file {location} not found (task {spec!r}; relative to {Path.cwd()}).")
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     name = f"pgrpo_task_file_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
     if name not in sys.modules:
         module_spec = importlib.util.spec_from_file_location(name, path)

@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,7 +40,8 @@ from trl import GRPOTrainer
 
 from pgrpo.core import AdvantageEngine, RunningGroupRewards, group_metrics
 from pgrpo.core.conditioning import PromptConditioning, uses_adapter
-from pgrpo.core.labels import GroupLabels
+from pgrpo.core.labels import GroupLabels, check_labels
+from pgrpo.core.metrics import nonfinite_counts
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
 from pgrpo.trainer.config import PGRPOConfig
 from pgrpo.trainer.cpu import CPUFastPath
@@ -66,9 +68,9 @@ def check_group_column(dataset: Any, group_column: str, name: str) -> None:
         )
     if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         try:
-            GroupLabels().encode(dataset[group_column])
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{name} column {group_column!r}: {error}") from error
+            check_labels(dataset[group_column])
+        except ValueError as error:
+            raise ValueError(f"{name} column {group_column!r}: {error}") from None
 
 
 class PGRPOTrainer(CPUFastPath, GRPOTrainer):
@@ -93,7 +95,11 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
                     if isinstance(datasets, dict)
                     else condition_prompts(datasets, conditioning, args.group_column)
                 )
+        labels = labels_of(kwargs.get("train_dataset"), args.group_column)
         super().__init__(model, reward_funcs, args, **kwargs)
+        if (conditioning := args.prompt_conditioning()) is not None and labels is not None:
+            check_conditioning_is_read(getattr(self.processing_class, "tokenizer", self.processing_class),
+                                       conditioning, labels)  # fmt: skip
         self.group_adapters = None
         if uses_adapter(args.group_conditioning):
             self.group_adapters = attach_group_adapters(
@@ -108,6 +114,7 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
         self._gathered_rewards = torch.empty(0, len(self.reward_funcs))
         self._gathered_groups: list[Any] = []
         self.running_rewards = RunningGroupRewards()  # training curves per group, carried across batches
+        self.nonfinite_rewards: Counter = Counter()  # per group: training rewards left out (NaN, None, inf)
 
     # --------------------------------------------------------------- advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -147,6 +154,8 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
                 logged.pop()
             logged.extend(advantages.tolist())
         self._log_group_metrics(mode, rewards.double().cpu(), advantages, groups)
+        if mode == "train":
+            self._count_nonfinite(rewards.double().cpu(), groups)
         self._metrics[mode]["frac_zero_advantage"].append(zero_advantage_fraction(advantages, prompt_index))
         return output
 
@@ -170,6 +179,21 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             values |= self.running_rewards.metrics(self.args.max_logged_groups)
         for name, value in values.items():
             self._metrics[mode][name].append(value)
+
+    def _count_nonfinite(self, rewards: torch.Tensor, groups: Sequence[Any]) -> None:
+        """Add this batch's non-finite rewards to ``self.nonfinite_rewards``; warn when a group first has some."""
+        counts = nonfinite_counts(rewards, groups)
+        if new := {label: n for label, n in counts.items() if label not in self.nonfinite_rewards}:
+            total = Counter(groups)
+            described = ", ".join(f"{label!r}: {n} of {total[label]}" for label, n in new.items())
+            logger.warning(
+                "The reward function(s) gave NaN, None or infinite rewards at step %d (per group: %s); they are left "
+                "out of every statistic and get advantage 0. Each group's count per batch is logged as "
+                "group/<label>/nonfinite_rewards, the run's total is trainer.nonfinite_rewards.",
+                self.state.global_step + 1,
+                described,
+            )
+        self.nonfinite_rewards.update(counts)
 
     # --------------------------------------------------------------- group adapters
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
@@ -256,6 +280,30 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             load_group_stats(self.advantage_engine, Path(checkpoint) / STATS_FILE, self.args.group_sampling_alpha)
+
+
+def labels_of(dataset: Any, group_column: str) -> list[Any] | None:
+    """The group labels of a map-style dataset (None for another kind, e.g. a dict of datasets or a stream)."""
+    if getattr(dataset, "column_names", None) is None or not hasattr(dataset, "__len__"):
+        return None
+    return list(dataset[group_column])
+
+
+def check_conditioning_is_read(tokenizer: Any, conditioning: PromptConditioning, labels: list[Any]) -> None:
+    """Refuse prompt conditioning whose texts ``tokenizer`` turns into the same tokens for two groups (words it does
+    not know become one unknown token): every group would get the same prompt, and conditioning would do nothing."""
+    seen: dict[tuple[int, ...], Any] = {}
+    for label in dict.fromkeys(labels):
+        ids = tuple(tokenizer(conditioning.text(label), add_special_tokens=False)["input_ids"])
+        other = seen.setdefault(ids, label)
+        if conditioning.text(other) != conditioning.text(label):
+            raise ValueError(
+                f"Prompt conditioning cannot tell groups {other!r} and {label!r} apart: the tokenizer reads both "
+                f"{conditioning.text(other)!r} and {conditioning.text(label)!r} as {tokenizer.decode(list(ids))!r} "
+                "(words it does not know). Build the tiny policy for this conditioning: policy_path(task, 'tiny', "
+                "conditioning=args.prompt_conditioning()) (`pgrpo train` does), or use a model whose tokenizer knows "
+                "the words."
+            )
 
 
 def condition_prompts(dataset: Any, conditioning: PromptConditioning, group_column: str) -> Any:

@@ -84,7 +84,7 @@ METRICS: dict[str, Callable[[Run], float | None]] = {
     "eval reward (greedy)": lambda r: r["eval"].get("reward_greedy"),
     WORST: lambda r: r["eval"].get("worst_group_sampled"),
     "eval majority-minority gap": lambda r: r["eval"].get("majority_minus_minority_sampled"),
-    "train reward AUC": lambda r: float(np.mean(r["curve"])) if r["curve"] else None,  # None: a run without steps
+    "train reward AUC": lambda r: float(pd.Series(r["curve"], dtype=float).mean()),  # skips steps without one
     "train final reward": lambda r: r["final_train_reward"],
     "KL to initial": lambda r: r["eval"].get("kl_to_initial"),
     "perplexity": lambda r: r["eval"].get("perplexity"),
@@ -154,7 +154,8 @@ def load_run(run_dir: Path) -> Run:
     running = any(str(c).endswith("/reward_running") for c in metrics.columns)  # else a run made before them:
     suffix, worst = ("/reward_running", WORST_RUNNING) if running else ("/reward_mean", "group/worst_reward_mean")
     group_columns = [c for c in metrics.columns if c.startswith("group/") and c.endswith(suffix)]
-    summary["curve"] = metrics["reward"].tolist() if "reward" in metrics else []
+    metrics = metrics.astype({c: float for c in ["reward", worst, *group_columns] if c in metrics})
+    summary["curve"] = metrics["reward"].tolist() if "reward" in metrics else []  # NaN where TRL logged None
     summary["worst_curve"] = metrics.get(worst, pd.Series(dtype=float)).tolist()
     summary["group_curves"] = {
         column.split("/")[1]: metrics[column].tolist() for column in sorted(group_columns) if column.count("/") == 2
