@@ -18,7 +18,7 @@ from pgrpo.experiments.bench.plan import PlannedRun
 from pgrpo.experiments.labels import discovered_labels
 from pgrpo.tasks import build_task
 
-VOLATILE = ("train_seconds", "seconds_per_step", "resumed")
+VOLATILE = ("train_seconds", "seconds_per_step", "eval_seconds", "resumed")
 
 
 def flags(model_dir: str, seed: int, **extra) -> dict:

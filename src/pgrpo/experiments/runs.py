@@ -63,6 +63,21 @@ class MetricsLog(TrainerCallback):
             f.write(json.dumps(entry, default=float) + "\n")
 
 
+class CurrentSchedule(TrainerCallback):
+    """A resumed run logs, evaluates and saves every as many steps as it is asked now: transformers takes those
+    from the checkpoint's trainer state when it resumes (pgrpo train lets them change: ``RESUMABLE``)."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        state.compute_steps(args, state.max_steps)
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Keep the log lines of steps up to ``step`` (the checkpoint a run resumes from) in the JSON-lines ``path``."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if json.loads(line).get("step", 0) <= step))
+
+
 def task_build(config: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
     """(task, task options, task seed) of a run's loaded config.yaml: what fixes its prompts and held-out set."""
     run = config["run"]

@@ -32,7 +32,14 @@ from pgrpo.command import Command
 from pgrpo.core.conditioning import PromptConditioning, check_descriptions, uses_adapter
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
-from pgrpo.experiments.runs import MetricsLog, prepare_run_dir, read_metrics, resolve
+from pgrpo.experiments.runs import (
+    CurrentSchedule,
+    MetricsLog,
+    drop_metrics_after,
+    prepare_run_dir,
+    read_metrics,
+    resolve,
+)
 from pgrpo.models import policy_path
 from pgrpo.tasks import Task, build_task
 from pgrpo.tasks.registry import task_directory_name
@@ -295,7 +302,7 @@ def make_trainer(run: Prepared, config: PGRPOConfig, model_args: ModelConfig) ->
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
-            callbacks=[MetricsLog(run.run_dir / "metrics.jsonl")],
+            callbacks=[MetricsLog(run.run_dir / "metrics.jsonl"), CurrentSchedule()],
             peft_config=get_peft_config(model_args),
             quantization_config=get_quantization_config(model_args),
         )
@@ -366,6 +373,8 @@ def train(
         checkpoint = get_last_checkpoint(config.output_dir)
     if prepared.resuming and trainer.accelerator.is_main_process:
         print(resume_message(prepared, checkpoint), flush=True)
+        if checkpoint:  # the steps after the checkpoint are trained again: their old log lines go
+            drop_metrics_after(prepared.run_dir / "metrics.jsonl", int(Path(checkpoint).name.rsplit("-", 1)[-1]))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
