@@ -85,12 +85,12 @@ def test_every_spec_form_calls_its_builder_with_the_seed_and_options(toy_tasks: 
 
 def test_registered_names_win_over_entry_points(toy_tasks: Path) -> None:
     assert find_task("personas").builder is TASKS["personas"]
-    assert task_names() == ["movielens", "personas", "reviews", "toy"]
+    assert task_names() == ["movielens", "personas", "reviews", "tones", "toy"]
 
 
 def test_each_bad_spec_says_what_is_wrong(toy_tasks: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"Unknown task 'mytask'; choose one of movielens, personas, reviews, toy .*"
-                                         r"package\.module:function or path/to/file\.py:function"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"Unknown task 'mytask'; choose one of movielens, personas, reviews, tones, "
+                                         r"toy .*package\.module:function or path/to/file\.py:function"):  # fmt: skip
         find_task("mytask")
     with pytest.raises(ValueError, match=r"Name the builder function: my_task\.py:build"):
         find_task("my_task.py")

@@ -13,6 +13,7 @@ held-out reviews prompt), on held-out real text that training never showed the p
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -200,12 +201,10 @@ def evaluate_policy(
     and score a greedy completion per prompt (``reward_greedy``, ...; a third of the generation at 2 samples).
     ``sampling``: the sampler's ``generate`` options; give training's (``sampling_options(config)``) so that the
     held-out samples come from the distribution RL trained, not transformers' default top-50 truncation of it.
-    ``examples``: the first two prompts of every group, each with its first sampled (and greedy) completion.
-    ``reference_cache``: the reference's perplexity per tuple of texts, kept by a caller that evaluates many policies
-    against the same reference (``pgrpo bench`` workers: one initial policy, the same held-out rows every run).
-    ``kl_samples``: estimate the KL on the first ``kl_samples`` samples of each prompt (0: all of them).
-    ``prompt_perplexity``: also the perplexity of the held-out prompts (``perplexity``, ``perplexity_initial``);
-    the held-out real text (``reference_text``) is the better probe where the task has it.
+    ``examples``: two prompts per group with their first sampled (and greedy) completion. ``reference_cache``: the
+    reference's perplexity per tuple of texts, kept by a caller evaluating many policies against one reference.
+    ``kl_samples``: the KL on the first ``kl_samples`` samples of each prompt (0: all). ``prompt_perplexity``: also
+    the held-out prompts' perplexity (``reference_text``, where the task has it, is the better probe).
     """
     group_column = group_column or task.group_column
     was_training = model.training
@@ -217,19 +216,10 @@ def evaluate_policy(
     labels = [row[label_column or group_column] for row in rows]
     prompts = [policy_prompt(row["prompt"], label, chat, conditioning) for row, label in zip(rows, labels, strict=True)]
     route = labels if adapters else None
-
-    def initial_perplexity(texts: list[str]) -> float:
-        if reference_cache is None:
-            return perplexity(reference, tokenizer, texts)
-        if (key := tuple(texts)) not in reference_cache:
-            reference_cache[key] = perplexity(reference, tokenizer, texts)
-        return reference_cache[key]
-
+    initial_perplexity = functools.partial(cached_perplexity, reference, tokenizer, cache=reference_cache)
     torch.manual_seed(seed)
     greedy_texts = (
-        generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat, groups=route)
-        if greedy
-        else None
+        generate_completions(model, tokenizer, prompts, max_new_tokens, chat=chat, groups=route) if greedy else None
     )
     sampled_rows = [row for row in rows for _ in range(samples)]
     sampled_prompts = [p for p in prompts for _ in range(samples)]
@@ -251,14 +241,40 @@ def evaluate_policy(
     }
     if reference is not None:
         kept = [i for i in range(len(sampled)) if not kl_samples or i % samples < kl_samples]
-        kl_prompts, kl_texts = [sampled_prompts[i] for i in kept], [sampled[i] for i in kept]
-        kl_route = sampled_route and [sampled_route[i] for i in kept]
-        policy_logp, lengths = sequence_logprobs(model, tokenizer, kl_prompts, kl_texts, chat, groups=kl_route)
-        reference_logp, _ = sequence_logprobs(reference, tokenizer, kl_prompts, kl_texts, chat)
-        results["kl_to_initial"] = ((policy_logp - reference_logp) / lengths).mean().item()
+        results["kl_to_initial"] = kl_to_reference(
+            model, reference, tokenizer, [sampled_prompts[i] for i in kept], [sampled[i] for i in kept], chat,
+            sampled_route and [sampled_route[i] for i in kept],
+        )  # fmt: skip
         results |= {"perplexity_initial": initial_perplexity(model_inputs)} if prompt_perplexity else {}
     model.train(was_training)
     return results
+
+
+def cached_perplexity(
+    reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], cache: dict | None
+) -> float:
+    """:func:`perplexity` of ``reference`` on ``texts``, looked up in (and stored into) ``cache`` when one is given."""
+    if cache is None:
+        return perplexity(reference, tokenizer, texts)
+    if (key := tuple(texts)) not in cache:
+        cache[key] = perplexity(reference, tokenizer, texts)
+    return cache[key]
+
+
+def kl_to_reference(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Prompt],
+    completions: list[str],
+    chat: bool,
+    route: list[Any] | None,
+) -> float:
+    """Per-token KL(policy || reference) on the policy's own samples: mean over completions of
+    (log pi(y | x) - log ref(y | x)) / |y| (``route``: each row's adapter group in the policy)."""
+    policy_logp, lengths = sequence_logprobs(model, tokenizer, prompts, completions, chat, groups=route)
+    reference_logp, _ = sequence_logprobs(reference, tokenizer, prompts, completions, chat)
+    return ((policy_logp - reference_logp) / lengths).mean().item()
 
 
 def examples(
