@@ -71,11 +71,14 @@ class CurrentSchedule(TrainerCallback):
         state.compute_steps(args, state.max_steps)
 
 
-def drop_metrics_after(path: Path, step: int) -> None:
-    """Keep the log lines of steps up to ``step`` (the checkpoint a run resumes from) in the JSON-lines ``path``."""
-    if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(line for line in lines if json.loads(line).get("step", 0) <= step))
+RESUMED = "resumed_from_step"  # a metrics.jsonl line: the steps after it were trained again from a checkpoint
+
+
+def mark_resume(path: Path, step: int) -> None:
+    """Append to the JSON-lines log ``path`` that the run resumes from the checkpoint of ``step``: what was logged for
+    later steps belongs to the interrupted attempt (the log stays append-only; :func:`read_metrics` drops it)."""
+    with path.open("a") as f:
+        f.write(json.dumps({RESUMED: step}) + "\n")
 
 
 def task_build(config: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
@@ -86,13 +89,16 @@ def task_build(config: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Training log lines of a run, one per step (the last written wins after a resume)."""
+    """Training log lines of a run, one per step: after a resume, what the interrupted attempt logged for the steps
+    trained again is dropped (:func:`mark_resume`) and the last written wins."""
     by_step: dict[int, dict[str, Any]] = {}
     path = Path(path)
     lines = path.read_text().splitlines() if path.exists() else []
     for line in lines:
         entry = json.loads(line)
-        if "loss" in entry:
+        if RESUMED in entry:
+            by_step = {step: kept for step, kept in by_step.items() if step <= entry[RESUMED]}
+        elif "loss" in entry:
             by_step[entry["step"]] = entry
     return [by_step[step] for step in sorted(by_step)]
 

@@ -35,7 +35,7 @@ from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
 from pgrpo.experiments.runs import (
     CurrentSchedule,
     MetricsLog,
-    drop_metrics_after,
+    mark_resume,
     prepare_run_dir,
     read_metrics,
     resolve,
@@ -373,8 +373,8 @@ def train(
         checkpoint = get_last_checkpoint(config.output_dir)
     if prepared.resuming and trainer.accelerator.is_main_process:
         print(resume_message(prepared, checkpoint), flush=True)
-        if checkpoint:  # the steps after the checkpoint are trained again: their old log lines go
-            drop_metrics_after(prepared.run_dir / "metrics.jsonl", int(Path(checkpoint).name.rsplit("-", 1)[-1]))
+        if checkpoint:  # the steps after the checkpoint are trained again
+            mark_resume(prepared.run_dir / "metrics.jsonl", int(Path(checkpoint).name.rsplit("-", 1)[-1]))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
