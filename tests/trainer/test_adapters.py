@@ -290,7 +290,7 @@ def test_adapters_are_refused_where_parameters_are_sharded(
 
     if "deepspeed" in options or "ACCELERATE_USE_DEEPSPEED" in environment:  # transformers reads a DeepSpeed config
         pytest.importorskip("deepspeed", reason="only with DeepSpeed installed: the dev extra has it, the lowest- and "
-                            "newest-version venvs (scripts/test_lowest.sh, test_newest.sh) leave it out")  # fmt: skip
+                            "newest-version venvs (scripts/test_versions.sh) leave it out")  # fmt: skip
     (tmp_path / "zero3.json").write_text(json.dumps(deepspeed_config(3)))
     monkeypatch.chdir(tmp_path)
     for name, value in environment.items():
