@@ -123,6 +123,10 @@ def test_each_variant_has_its_random_label_control() -> None:
     for name, flags in VARIANTS.items():
         assert not name.endswith("_random")
         assert variant_flags(f"{name}_random") == {**flags, "group_labels": "random"}
+    with pytest.raises(ValueError, match="Unknown variant 'pgrpo_retired'"):
+        variant_flags("pgrpo_retired")
+    assert variant_flags("pgrpo_retired", strict=False) == {}  # a run directory of an older bench: read, not planned
+    assert not is_frozen("frozen_retired") and frozen_reference("pgrpo_retired") == "frozen"
 
 
 def test_regimes_keep_the_earlier_sweep_and_add_the_evidence_settings() -> None:

@@ -67,13 +67,16 @@ DEFAULT_VARIANTS = (
 )  # fmt: skip
 
 
-def variant_flags(name: str) -> dict[str, Any]:
-    """The ``pgrpo train`` flags of the variant ``name`` (a VARIANTS entry or ``<entry>_random``)."""
+def variant_flags(name: str, strict: bool = True) -> dict[str, Any]:
+    """The ``pgrpo train`` flags of the variant ``name`` (a VARIANTS entry or ``<entry>_random``); for a name VARIANTS
+    does not hold, an error, or with ``strict=False`` no flags (a run directory of an older bench)."""
     if name in VARIANTS:
         return dict(VARIANTS[name])
     base = name.removesuffix(RANDOM_SUFFIX)
     if base != name and base in VARIANTS:
         return {**VARIANTS[base], **RANDOM_LABELS}
+    if not strict:
+        return {}
     raise ValueError(
         f"Unknown variant {name!r}; choose from {', '.join(VARIANTS)}, or <one of them>{RANDOM_SUFFIX} for the same "
         f"flags on randomly permuted group labels (variants are defined in VARIANTS of {__name__})."
@@ -84,14 +87,9 @@ FROZEN_PREFIX = "frozen"  # frozen[_<conditioning>]: the initial policy, no upda
 REFERENCES = ("grpo", "frozen", "frozen_prompt")  # what options are measured against, never candidates themselves
 
 
-def known_flags(name: str) -> dict[str, Any]:
-    """The flags of variant ``name``, or none for a name VARIANTS does not hold (a run directory of an older bench)."""
-    return VARIANTS.get(name.removesuffix(RANDOM_SUFFIX), {})
-
-
 def is_frozen(name: str) -> bool:
     """Whether ``name`` is an untrained reference (its evaluation does not depend on the number of steps)."""
-    return name.split("_")[0] == FROZEN_PREFIX and known_flags(name).get("learning_rate") == 0.0
+    return name.split("_")[0] == FROZEN_PREFIX and variant_flags(name, strict=False).get("learning_rate") == 0.0
 
 
 def frozen_reference(name: str) -> str:
@@ -101,7 +99,8 @@ def frozen_reference(name: str) -> str:
     adapter variant's untrained reference is ``frozen`` itself."""
     from pgrpo.core.conditioning import uses_prompt
 
-    return "frozen_prompt" if uses_prompt(known_flags(name).get("group_conditioning", "none")) else "frozen"
+    conditioning = variant_flags(name, strict=False).get("group_conditioning", "none")
+    return "frozen_prompt" if uses_prompt(conditioning) else "frozen"
 
 
 SPECIALIST_PREFIX = "specialist_"  # specialist_<group>: grpo on that group's train prompts alone (plan.py)
