@@ -6,7 +6,7 @@ Two mechanisms (``PGRPOConfig.group_conditioning``), combinable:
   group's description, by default its label), the same way in training, evaluation and inference. A plain-text
   prompt ``x`` becomes ``"<text> x"``; a conversational prompt (a list of ``{"role", "content"}`` messages) gets
   the text as its system message (prepended to an existing system message), or with ``role="user"`` at the start
-  of its first user message (small instruct models follow an instruction there better than in a system message).
+  of its first user message (where some small instruct models follow an instruction better than in a system message).
 * ``adapter``: a LoRA adapter per group on the shared weights, each completion routed through its own group's
   adapter (``pgrpo.trainer.adapters``); a group without an adapter uses the shared weights alone.
 

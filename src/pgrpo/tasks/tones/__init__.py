@@ -29,8 +29,8 @@ from pgrpo.tasks.reviews.rating_model import rating_model
 from pgrpo.tasks.reviews.reward import make_reward
 
 # group -> (target rating, default train share, description for prompt conditioning). The descriptions are
-# instructions: SmolLM2-135M-Instruct follows "Write a negative one-star review ..." at the start of the user message
-# better than "a shopper unhappy with ..." or any text in the system message (docs/results/smollm2_personalization).
+# instructions for the policy to follow ("Write a negative one-star review ..."); where SmolLM2-135M-Instruct reads
+# them best is measured by benchmarks/bench_instruction_position.py (docs/method.md).
 TONES: dict[str, tuple[int, float, str]] = {
     "delighted": (5, 0.62, "Write a glowing, enthusiastic five-star review: the shopper loves this item."),
     "mixed": (3, 0.30, "Write a balanced three-star review: one thing the shopper liked and one thing they did not."),
