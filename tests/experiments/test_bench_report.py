@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from pgrpo.experiments.bench.bar import bar
-from pgrpo.experiments.bench.report import write_report
+from pgrpo.experiments.bench.report import setting_table, write_report
 from pgrpo.experiments.bench.statistics import collect, interval, smooth, steps_to, summarize, train_mix_reward
 
 SEEDS = (0, 1, 2)
@@ -306,3 +306,19 @@ def test_a_group_without_any_finite_reward_leaves_its_seed_out_of_that_groups_in
     assert row["per_group_eval"]["g1"] == pytest.approx((0.3, 0.0))  # seeds 1 and 2; seed 0 has no g1 mean
     assert row["eval worst group (sampled)"] == pytest.approx((0.3, 0.0))
     assert "| pgrpo |" in report
+
+
+def test_steps_to_90_percent_of_grpo_are_a_median_and_range_and_say_how_many_seeds_reached_it() -> None:
+    """Two seeds reaching grpo's level at steps 1 and 40 once read "20.5 ± 247.8" (a t-interval on two seeds)."""
+
+    def run(seed: int, curve: list[float]) -> dict:
+        ev = {"reward_sampled": 0.5, "worst_group_sampled": 0.5, "per_group_sampled": {"x": 0.5}}
+        return {"seed": seed, "eval": ev, "curve": curve, "final_train_reward": 0.5, "seconds_per_step": 1.0}
+
+    at_once, late, never = [1.0] * 40, [0.0] * 35 + [1.0] * 5, [0.5] * 40  # threshold 0.9 x grpo's 1.0
+    runs = {"grpo": [run(0, at_once), run(1, at_once)], "v": [run(0, at_once), run(1, late)],
+            "half": [run(0, at_once), run(1, never)], "none": [run(0, never), run(1, never)]}  # fmt: skip
+    rows = summarize({"t": runs})["t"]
+    assert rows["v"]["steps to 90% of grpo final"] == {"median": 20.5, "min": 1, "max": 40, "reached": 2, "seeds": 2}
+    steps = setting_table(rows)["steps to 90% grpo, median (range)"].to_dict()
+    assert steps == {"grpo": "1", "v": "20.5 (1–40)", "half": "1 in 1 of 2 seeds", "none": "never"}

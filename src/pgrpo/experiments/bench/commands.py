@@ -13,8 +13,8 @@ from typing import Any
 from pgrpo.command import Command
 from pgrpo.experiments.bench.execution import execute, prebuild
 from pgrpo.experiments.bench.plan import NO_REGIMES, BenchArguments, planned_runs, record_regimes, task_builds
-from pgrpo.experiments.bench.report import write_report
-from pgrpo.experiments.bench.statistics import OVERALL, WORST, collect, summarize
+from pgrpo.experiments.bench.report import fmt_reach, write_report
+from pgrpo.experiments.bench.statistics import OVERALL, STEPS_TO_90, WORST, collect, summarize
 
 
 def command_line(prog: str, args: Any) -> str:
@@ -101,10 +101,7 @@ def print_summary(rows: dict[str, Any]) -> None:
     print(header)
     for variant, row in rows.items():
         cells = " ".join(f"{row['per_group_eval'].get(g, (math.nan,))[0]:>8.3f}" for g in groups)
-        print(
-            f"{variant:<24} {row[OVERALL][0]:>8.3f} {row[WORST][0]:>8.3f} "
-            f"{row['steps to 90% of grpo final'][0]:>9.0f} {cells}"
-        )
+        print(f"{variant:<24} {row[OVERALL][0]:>8.3f} {row[WORST][0]:>8.3f} {fmt_reach(row[STEPS_TO_90]):>9} {cells}")
 
 
 DEMO = Command(arguments=(DemoArguments,), run=demo)

@@ -38,6 +38,7 @@ from pgrpo.experiments.bench.statistics import (
     OVERALL,
     RL_SHARE_MIX,
     RL_SHARE_WORST,
+    STEPS_TO_90,
     TRAIN_MIX_DELTA,
     WORST,
     Interval,
@@ -66,6 +67,7 @@ COLUMNS = {  # report column -> table metric
     "RL share, train mix": RL_SHARE_MIX,
     "perplexity / initial": CAPABILITY,
 }
+STEPS_COLUMN = "steps to 90% grpo, median (range)"
 KIND_ORDER = {"task": 0, "regime": 1, "sweep": 2}
 
 
@@ -74,6 +76,15 @@ def fmt(value: Interval | None, digits: int = 3) -> str:
     if not math.isfinite(mean):
         return "–"
     return f"{mean:.{digits}f}" if not math.isfinite(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def fmt_reach(value: dict[str, float]) -> str:
+    """Steps to a threshold (``statistics.reach``): ``median (min–max)``, ``in k of n seeds`` when some seeds never
+    reached it, ``never`` when none did."""
+    if not value["reached"]:
+        return "never"
+    text = f"{value['median']:g}" + (f" ({value['min']:g}–{value['max']:g})" if value["min"] < value["max"] else "")
+    return text if value["reached"] == value["seeds"] else f"{text} in {value['reached']} of {value['seeds']} seeds"
 
 
 def markdown(frame: pd.DataFrame) -> list[str]:
@@ -91,7 +102,7 @@ def setting_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
             variant: {
                 "seeds": row["seeds"],
                 **{label: fmt(row.get(metric)) for label, metric in COLUMNS.items()},
-                "steps to 90% grpo": fmt(row["steps to 90% of grpo final"], 1),
+                STEPS_COLUMN: fmt_reach(row[STEPS_TO_90]),
             }
             for variant, row in rows.items()
         },
@@ -211,6 +222,7 @@ def write_report(bench_dir: Path, command: str = "") -> Path:
     lines += [
         "Mean ± 95% t-interval over seeds; `Δ` columns are paired differences (same seed) to `grpo`, or to the",
         "variant on randomly permuted group labels (`<variant>_random`). Held-out rewards are of sampled completions.",
+        "Steps to 90% of grpo's final train reward: median (range) over the seeds that reached it.",
         "",
         "## The bar: personalize, don't trade off",
         "",
