@@ -7,16 +7,28 @@ runs a real bench end to end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 from scipy import stats
 
 from pgrpo.experiments.bench.bar import bar
-from pgrpo.experiments.bench.report import write_report
+from pgrpo.experiments.bench.plots import (
+    DPI,
+    SPECIALIST,
+    plot_group_eval,
+    plot_headline,
+    plot_worst_vs_overall,
+    variant_colors,
+)
+from pgrpo.experiments.bench.report import setting_table, write_report
 from pgrpo.experiments.bench.statistics import collect, interval, smooth, steps_to, summarize, train_mix_reward
 
 SEEDS = (0, 1, 2)
@@ -306,3 +318,96 @@ def test_a_group_without_any_finite_reward_leaves_its_seed_out_of_that_groups_in
     assert row["per_group_eval"]["g1"] == pytest.approx((0.3, 0.0))  # seeds 1 and 2; seed 0 has no g1 mean
     assert row["eval worst group (sampled)"] == pytest.approx((0.3, 0.0))
     assert "| pgrpo |" in report
+
+
+def test_steps_to_90_percent_of_grpo_are_a_median_and_range_and_say_how_many_seeds_reached_it() -> None:
+    """Two seeds reaching grpo's level at steps 1 and 40 once read "20.5 ± 247.8" (a t-interval on two seeds)."""
+
+    def run(seed: int, curve: list[float]) -> dict:
+        ev = {"reward_sampled": 0.5, "worst_group_sampled": 0.5, "per_group_sampled": {"x": 0.5}}
+        return {"seed": seed, "eval": ev, "curve": curve, "final_train_reward": 0.5, "seconds_per_step": 1.0}
+
+    at_once, late, never = [1.0] * 40, [0.0] * 35 + [1.0] * 5, [0.5] * 40  # threshold 0.9 x grpo's 1.0
+    runs = {"grpo": [run(0, at_once), run(1, at_once)], "v": [run(0, at_once), run(1, late)],
+            "half": [run(0, at_once), run(1, never)], "none": [run(0, never), run(1, never)]}  # fmt: skip
+    rows = summarize({"t": runs})["t"]
+    assert rows["v"]["steps to 90% of grpo final"] == {"median": 20.5, "min": 1, "max": 40, "reached": 2, "seeds": 2}
+    steps = setting_table(rows)["steps to 90% grpo, median (range)"].to_dict()
+    assert steps == {"grpo": "1", "v": "20.5 (1–40)", "half": "1 in 1 of 2 seeds", "none": "never"}
+
+
+def single_task_bench(bench_dir: Path) -> Path:
+    """A bench of one task at its defaults (as a user's own task is): the fixture's task a alone."""
+    report_dir = bench_dir / "one_task"
+    if not report_dir.exists():
+        (report_dir / "runs/matrix").mkdir(parents=True)
+        (report_dir / "runs/matrix/a").symlink_to(bench_dir / "runs/matrix/a")
+    return report_dir
+
+
+def test_a_bench_of_one_task_says_which_variants_serve_it_and_draws_no_regimes(bench_dir: Path) -> None:
+    report_dir = single_task_bench(bench_dir)
+    (report_dir / "regimes.png").write_bytes(b"old")  # left by an earlier report
+    report = write_report(report_dir).read_text()
+    assert "It clears the bar when it serves every setting of this bench." in report
+    assert ANONYMOUS not in report and "need 2" not in report  # the project's bar asks what one task cannot meet
+    assert "| good | **yes** | a | none |" in report and "| costly | no | none | a: train mix not lower" in report
+    section = report[report.index("### a\n") :]
+    assert "Served (all five conditions of the bar) by: good, labelfree, lucky, named_only." in section
+    assert (report_dir / "headline.png").stat().st_size > 10_000 and "](headline.png)" in report
+    assert (report_dir / "worst_vs_overall.png").stat().st_size > 10_000
+    assert not (report_dir / "regimes.png").exists() and "regimes.png" not in report  # it would repeat the headline
+
+
+def text_problems(figure: Figure) -> list[str]:
+    """Texts drawn (at the report's dpi) outside the figure, and number tick labels that overlap their neighbours."""
+    FigureCanvasAgg(figure)
+    figure.set_dpi(DPI)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    off_view = set()  # labels of ticks outside the axis limits are not drawn
+    for ax in figure.axes:
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            off_view |= {
+                tick.label1 for tick in axis.get_major_ticks() if not min(limits) <= tick.get_loc() <= max(limits)
+            }
+    problems = []
+    for text in figure.findobj(Text):
+        box = text.get_window_extent(renderer)
+        inside = box.x0 >= -1 and box.y0 >= -1 and box.x1 <= figure.bbox.x1 + 1 and box.y1 <= figure.bbox.y1 + 1
+        if text.get_visible() and text.get_text().strip() and text not in off_view and not inside:
+            problems.append(f"clipped: {text.get_text()!r}")
+    for ax in figure.axes:
+        labels = [t for t in ax.get_xticklabels() if t.get_text() and t not in off_view]
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda box: box.x0)
+        problems += [
+            f"x ticks overlap: {[t.get_text() for t in labels]}" for a, b in itertools.pairwise(boxes) if a.x1 > b.x0
+        ]
+    return problems
+
+
+def test_comparison_figures_of_one_task_have_no_clipped_text_and_no_overlapping_ticks() -> None:
+    """One task (a narrow panel), long variant names and wide intervals: once "0.000.25" and a cut-off title."""
+    worst, overall = "eval worst group (sampled) - grpo", "eval reward (sampled) - grpo"
+    options = ["pgrpo", "pgrpo_balanced_sampling", "pgrpo_balanced_sampling_prompt", "pgrpo_balanced_sampling_adapter"]
+    rng = np.random.default_rng(0)
+    rows = {variant: {worst: (rng.uniform(-0.3, 0.4), rng.uniform(0.05, 0.5)),
+                      overall: (rng.uniform(-0.2, 0.3), rng.uniform(0.05, 0.4))}
+            for variant in [*options, *(o + "_random" for o in options), "frozen", "frozen_prompt"]}  # fmt: skip
+    table = {"my_task.py:build": {"grpo": {worst: (0.0, 0.0), overall: (0.0, 0.0)}, **rows}}
+    colors = variant_colors(list(table["my_task.py:build"]))
+    for figure in (plot_headline(table, list(table), colors), plot_worst_vs_overall(table, colors)):
+        assert figure is not None and text_problems(figure) == []
+
+
+def test_the_per_group_figure_marks_each_groups_specialist(bench_dir: Path) -> None:
+    settings = collect(bench_dir / "runs")
+    rows = summarize({"a": settings["a"].runs})["a"]
+    figure = plot_group_eval({"a": rows}, variant_colors(sorted(rows)), "a: held-out reward per group")
+    (ax,) = figure.axes
+    (marks,) = [line for line in ax.get_lines() if line.get_label() == SPECIALIST]
+    # g1's specialist: grpo's g1 (its worst group, mean 0.23 over seeds) + 0.2; g2's: grpo's g2 (2 x 0.55 - 0.23)
+    assert list(marks.get_xdata()) == [0, 1] and list(marks.get_ydata()) == pytest.approx([0.43, 0.87])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["g1", "g2"]
+    assert "specialist_g1" not in {line.get_label() for line in ax.get_lines()}  # not drawn as a variant
+    assert text_problems(figure) == []

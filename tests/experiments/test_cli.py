@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from trl import ModelConfig
 
 from pgrpo.cli import console, main
 from pgrpo.experiments.runs import read_metrics
+from pgrpo.experiments.train import RunArguments
 from pgrpo.tasks import build_task
+from pgrpo.trainer import PGRPOConfig
 
 
 def train_argv(model_dir: str, run_dir: Path, *extra: str) -> list[str]:
@@ -41,6 +46,30 @@ def test_train_writes_a_complete_run_directory(toy_model_dir: str, tmp_path: Pat
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 2 and not summary["resumed"]
     assert (run_dir / "final" / "config.json").exists() and (run_dir / "checkpoints").is_dir()
+
+
+def test_train_logs_each_step_in_one_line_and_ends_with_the_held_out_table(
+    toy_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert main(train_argv(toy_model_dir, run_dir, "--beta", "0.01")) == 0  # --disable_tqdm: transformers' printer
+    out = capsys.readouterr().out
+    assert "{'loss'" not in out and "'completions/mean_length'" not in out  # TRL's dict of every metric
+    for m in read_metrics(run_dir / "metrics.jsonl"):
+        line = f"step {m['step']}/2  reward {m['reward']:.3f}  worst group {m['group/worst_reward_running']:.3f}  "
+        assert f"{line}loss {m['loss']:.4f}  kl {m['kl']:.4f}\n" in out
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    table = out[out.index("Held-out reward (7 prompts, 1 sampled completions each):\n") :].splitlines()
+    assert table[1].split() == ["group", "prompts", "sampled", "greedy"]
+    for group, reward in evaluation["per_group_sampled"].items():
+        (line,) = [line for line in table if line.startswith(f"{group} ")]
+        assert line.split()[1:4] == ["1", f"{reward:.3f}", f"{evaluation['per_group_greedy'][group]:.3f}"]
+        assert line.endswith("<- worst") == (reward == evaluation["worst_group_sampled"])
+    total = f"{evaluation['reward_sampled']:.3f}  {evaluation['reward_greedy']:.3f}"
+    assert any(line.split()[:3] == ["all", "groups", "7"] and line.split()[3:] == total.split() for line in table)
+    assert f", {evaluation['worst_group_sampled']:.3f} (sampled)\n" in out
+    assert f"KL to the initial policy: {evaluation['kl_to_initial']:.4f} per token\n" in out
+    assert f"run directory: {run_dir} (" in out and "eval: {" not in out
 
 
 def test_finished_run_is_never_overwritten_without_the_flag(toy_model_dir: str, tmp_path: Path) -> None:
@@ -111,6 +140,15 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for option in ("--estimator", "--group_column", "--history_decay", "--task_options", "--learning_rate"):
         assert option in text
+    assert text.startswith("usage: pgrpo train [--config FILE.yaml] [--OPTION VALUE ...]\n")  # not 220 lines
+    sections = [line for line in text.splitlines() if line and not line.startswith(" ")][1:]
+    assert sections == ["options:", "RunArguments (pgrpo):", "PGRPOConfig (pgrpo):", "ModelConfig (trl):",
+                        "GRPOConfig (trl):", "TrainingArguments (transformers):"]  # fmt: skip
+    first = {option: text.index(f"\n  --{option} ") for option in ("task", "estimator", "group_conditioning")}
+    assert max(first.values()) < text.index("\n  --model_name_or_path ") < text.index("\n  --learning_rate ")
+    every = {f.name for d in (RunArguments, PGRPOConfig, ModelConfig) for f in dataclasses.fields(d) if f.init}
+    printed = set(re.findall(r"^  --(\w+)", text, re.MULTILINE)) - {"help"}
+    assert every == {o for o in printed if o.removeprefix("no_") == o or o[3:] not in every}  # --no_<flag> aside
     assert main(["--help"]) == 0
 
 

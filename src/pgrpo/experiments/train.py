@@ -30,6 +30,7 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from pgrpo.command import Command
 from pgrpo.core.conditioning import PromptConditioning, check_descriptions, uses_adapter
+from pgrpo.experiments.console import run_report, short_step_logs
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
 from pgrpo.experiments.runs import (
@@ -306,6 +307,7 @@ def make_trainer(run: Prepared, config: PGRPOConfig, model_args: ModelConfig) ->
             peft_config=get_peft_config(model_args),
             quantization_config=get_quantization_config(model_args),
         )
+    short_step_logs(trainer)
     return trainer, chat
 
 
@@ -417,7 +419,8 @@ def train(
 
 def train_command(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig) -> int:
     summary = train(run, config, model_args)
-    print(f"finished {summary['steps']} steps; eval: {summary['eval']}")
+    if PartialState().is_main_process:
+        print(run_report(summary, Path(config.output_dir).parent))
     return 0
 
 

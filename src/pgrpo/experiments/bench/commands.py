@@ -13,8 +13,9 @@ from typing import Any
 from pgrpo.command import Command
 from pgrpo.experiments.bench.execution import execute, prebuild
 from pgrpo.experiments.bench.plan import NO_REGIMES, BenchArguments, planned_runs, record_regimes, task_builds
-from pgrpo.experiments.bench.report import write_report
-from pgrpo.experiments.bench.statistics import OVERALL, WORST, collect, summarize
+from pgrpo.experiments.bench.report import fmt_reach, write_report
+from pgrpo.experiments.bench.statistics import OVERALL, STEPS_TO_90, WORST, collect, summarize
+from pgrpo.experiments.console import text_table
 
 
 def command_line(prog: str, args: Any) -> str:
@@ -96,15 +97,13 @@ def demo(args: DemoArguments) -> int:
 
 def print_summary(rows: dict[str, Any]) -> None:
     groups = sorted({g for row in rows.values() for g in row["per_group_eval"]})
-    header = f"{'variant':<24} {'overall':>8} {'worst':>8} {'steps>90%':>9} " + " ".join(f"{g[:8]:>8}" for g in groups)
+    cells = {
+        variant: {"overall": row[OVERALL][0], "worst": row[WORST][0], "steps>90%": fmt_reach(row[STEPS_TO_90])}
+        | {group: row["per_group_eval"].get(group, (math.nan,))[0] for group in groups}
+        for variant, row in rows.items()
+    }
     print("\nHeld-out reward (sampled completions), personas, tiny policy")
-    print(header)
-    for variant, row in rows.items():
-        cells = " ".join(f"{row['per_group_eval'].get(g, (math.nan,))[0]:>8.3f}" for g in groups)
-        print(
-            f"{variant:<24} {row[OVERALL][0]:>8.3f} {row[WORST][0]:>8.3f} "
-            f"{row['steps to 90% of grpo final'][0]:>9.0f} {cells}"
-        )
+    print(text_table(cells, "variant"))
 
 
 DEMO = Command(arguments=(DemoArguments,), run=demo)

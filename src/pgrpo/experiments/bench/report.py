@@ -29,6 +29,7 @@ from pgrpo.experiments.bench.plots import (
     plot_headline,
     plot_regimes,
     plot_worst_vs_overall,
+    save,
     variant_colors,
 )
 from pgrpo.experiments.bench.statistics import (
@@ -38,6 +39,7 @@ from pgrpo.experiments.bench.statistics import (
     OVERALL,
     RL_SHARE_MIX,
     RL_SHARE_WORST,
+    STEPS_TO_90,
     TRAIN_MIX_DELTA,
     WORST,
     Interval,
@@ -66,6 +68,7 @@ COLUMNS = {  # report column -> table metric
     "RL share, train mix": RL_SHARE_MIX,
     "perplexity / initial": CAPABILITY,
 }
+STEPS_COLUMN = "steps to 90% grpo, median (range)"
 KIND_ORDER = {"task": 0, "regime": 1, "sweep": 2}
 
 
@@ -74,6 +77,15 @@ def fmt(value: Interval | None, digits: int = 3) -> str:
     if not math.isfinite(mean):
         return "–"
     return f"{mean:.{digits}f}" if not math.isfinite(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def fmt_reach(value: dict[str, float]) -> str:
+    """Steps to a threshold (``statistics.reach``): ``median (min–max)``, ``in k of n seeds`` when some seeds never
+    reached it, ``never`` when none did."""
+    if not value["reached"]:
+        return "never"
+    text = f"{value['median']:g}" + (f" ({value['min']:g}–{value['max']:g})" if value["min"] < value["max"] else "")
+    return text if value["reached"] == value["seeds"] else f"{text} in {value['reached']} of {value['seeds']} seeds"
 
 
 def markdown(frame: pd.DataFrame) -> list[str]:
@@ -91,7 +103,7 @@ def setting_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
             variant: {
                 "seeds": row["seeds"],
                 **{label: fmt(row.get(metric)) for label, metric in COLUMNS.items()},
-                "steps to 90% grpo": fmt(row["steps to 90% of grpo final"], 1),
+                STEPS_COLUMN: fmt_reach(row[STEPS_TO_90]),
             }
             for variant, row in rows.items()
         },
@@ -193,16 +205,22 @@ def describe(setting: Setting) -> str:
     return f"Regime of `{setting.task}`: " + ", ".join(parts) + "."
 
 
+def served_by(setting: str, verdicts: dict[str, dict[str, Any]]) -> str:
+    """Which candidate variants serve ``setting`` (all five conditions of the bar), in words."""
+    names = [variant for variant, verdict in verdicts.items() if setting in verdict["serves"]]
+    return f"Served (all five conditions of the bar) by: {', '.join(names)}." if names else "No variant serves it."
+
+
 def write_report(bench_dir: Path, command: str = "") -> Path:
     """Tables, figures and results.json for every finished run under ``bench_dir/runs``."""
     settings = collect(bench_dir / "runs")
     if not settings:
         raise FileNotFoundError(f"No finished runs under {bench_dir / 'runs'}; run `pgrpo bench --out {bench_dir}`.")
     settings = dict(sorted(settings.items(), key=lambda item: (item[1].task, KIND_ORDER[item[1].kind], item[0])))
-    table = summarize({name: setting.runs for name, setting in settings.items()})
-    verdicts = bar(table, settings)
-    (bench_dir / "results.json").write_text(json.dumps({**table, "bar": verdicts}, indent=1))
-    table = {name: {v: row for v, row in rows.items() if not is_specialist(v)} for name, rows in table.items()}
+    full = summarize({name: setting.runs for name, setting in settings.items()})
+    verdicts = bar(full, settings)
+    (bench_dir / "results.json").write_text(json.dumps({**full, "bar": verdicts}, indent=1))
+    table = {name: {v: row for v, row in rows.items() if not is_specialist(v)} for name, rows in full.items()}
     colors = variant_colors(sorted({variant for rows in table.values() for variant in rows}))
 
     lines = [f"# pgrpo bench: {bench_dir}", ""]
@@ -211,6 +229,7 @@ def write_report(bench_dir: Path, command: str = "") -> Path:
     lines += [
         "Mean ± 95% t-interval over seeds; `Δ` columns are paired differences (same seed) to `grpo`, or to the",
         "variant on randomly permuted group labels (`<variant>_random`). Held-out rewards are of sampled completions.",
+        "Steps to 90% of grpo's final train reward: median (range) over the seeds that reached it.",
         "",
         "## The bar: personalize, don't trade off",
         "",
@@ -220,28 +239,30 @@ def write_report(bench_dir: Path, command: str = "") -> Path:
         "",
     ]
     task_defaults = [name for name, setting in settings.items() if setting.kind == "task"]
-    for figure, plot, caption in (
+    regimes = [name for name in settings if name not in task_defaults]
+    for name, plot, caption in (
         ("headline.png", partial(plot_headline, tasks=task_defaults), "worst group vs grpo at each task's defaults"),
         ("worst_vs_overall.png", plot_worst_vs_overall, "worst group vs overall, paired to grpo"),
-        ("regimes.png", plot_regimes, "worst group vs grpo in every setting"),
+        ("regimes.png", partial(plot_regimes, regimes=regimes), "worst group vs grpo in every setting"),
     ):
-        if plot(table, colors=colors, path=bench_dir / figure):
-            lines += [f"![{caption}]({figure})", ""]
+        if (figure := plot(table, colors=colors)) is not None:
+            save(figure, bench_dir / name)
+            lines += [f"![{caption}]({name})", ""]
         else:  # nothing to compare: no figure, and none left from an earlier report
-            (bench_dir / figure).unlink(missing_ok=True)
+            (bench_dir / name).unlink(missing_ok=True)
     for task in dict.fromkeys(setting.task for setting in settings.values()):
         names = [name for name, setting in settings.items() if setting.task == task]
         figure = f"groups_{task_directory_name(task)}.png"
-        plot_group_eval({name: table[name] for name in names}, colors, bench_dir / figure,
-                        f"{task}: held-out reward per group")  # fmt: skip
+        save(plot_group_eval({name: full[name] for name in names}, colors, f"{task}: held-out reward per group"),
+             bench_dir / figure)  # fmt: skip
         lines += [f"## {task}", "", f"![{task}: held-out reward per group]({figure})", ""]
         for name in names:
             setting, rows = settings[name], table[name]
             prompts = next(iter(next(iter(setting.runs.values())))).get("eval", {}).get("per_group_prompts", {})
             curves = f"curves_{task_directory_name(name)}.png"
             shared = {variant: runs for variant, runs in setting.runs.items() if not is_specialist(variant)}
-            plot_group_curves(shared, colors, bench_dir / curves, f"{name}: per-group training reward")
-            lines += [f"### {name}", "", describe(setting)]
+            save(plot_group_curves(shared, colors, f"{name}: per-group training reward"), bench_dir / curves)
+            lines += [f"### {name}", "", describe(setting), served_by(name, verdicts)]
             if prompts:
                 lines += ["Held-out prompts per group: " + ", ".join(f"{g} {n}" for g, n in prompts.items()) + "."]
             lines += ["", *markdown(setting_table(rows)), "", "Held-out reward per group:", ""]

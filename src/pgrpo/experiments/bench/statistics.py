@@ -16,8 +16,10 @@ personalization gap per group, specialist_g - variant_g on g's held-out prompts 
 variant v (``rl share worst group``, ``rl share train mix``) is v's held-out worst-group and train-mix reward minus
 those of its untrained reference (``frozen_reference``: the initial policy with the same prompt conditioning),
 paired by seed: what RL adds to what the policy does when merely told whom it serves. ``perplexity ratio to
-initial`` is the policy's perplexity over its initial policy's, on held-out real text (else held-out prompts). Training
-curves are smoothed by a trailing mean that skips NaN (a group absent from a step's batch).
+initial`` is the policy's perplexity over its initial policy's, on held-out real text (else held-out prompts).
+The steps a variant takes to reach 90% of grpo's final training reward are the median and range over the seeds that
+reached it, with their count (``reach``: a count of steps is skewed and may be missing, so a mean and t-interval would
+mislead). Training curves are smoothed by a trailing mean that skips NaN (a group absent from a step's batch).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ TRAIN_MIX_DELTA = "eval train mix - grpo"  # = f"{TRAIN_MIX} - grpo", under the 
 GAP, GAP_MAX = "personalization gap", "personalization gap max"
 RL_SHARE_WORST, RL_SHARE_MIX = "rl share worst group", "rl share train mix"
 CAPABILITY = "perplexity ratio to initial"
+STEPS_TO_90 = "steps to 90% of grpo final"
 
 
 def train_mix_reward(run: Run) -> float | None:
@@ -132,6 +135,17 @@ def interval(values: Iterable[float | None]) -> Interval:
     if len(x) == 1:
         return float(x[0]), math.nan
     return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def reach(steps: Iterable[float]) -> dict[str, float]:
+    """Steps to a threshold over seeds (nan: never reached), as median and range of the seeds that reached it, with
+    how many did: a count of steps is skewed and may be missing, so a mean and t-interval would mislead."""
+    x = np.asarray(list(steps), dtype=float)
+    reached = x[np.isfinite(x)]
+    if len(reached) == 0:
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "reached": 0, "seeds": len(x)}
+    low, median, high = (float(v) for v in np.percentile(reached, [0, 50, 100]))
+    return {"median": median, "min": low, "max": high, "reached": len(reached), "seeds": len(x)}
 
 
 def smooth(curve: Iterable[float | None], width: int = 5) -> np.ndarray:
@@ -239,7 +253,7 @@ def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, dict
             if (control := frames.get(variant + RANDOM_SUFFIX)) is not None:
                 for name in RANDOM_LABEL_METRICS:
                     row[f"{name} - random labels"] = paired(frame, control, name)
-            row["steps to 90% of grpo final"] = interval(steps_to(run["curve"], 0.9 * grpo_final) for run in seeds)
+            row[STEPS_TO_90] = reach(steps_to(run["curve"], 0.9 * grpo_final) for run in seeds)
             groups = pd.DataFrame([run["eval"].get("per_group_sampled", {}) for run in seeds], dtype=float)
             row["per_group_eval"] = {group: interval(groups[group]) for group in sorted(groups.columns)}
             row[TRAIN_MIX_DELTA] = row[f"{TRAIN_MIX} - grpo"]
