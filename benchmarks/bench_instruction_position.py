@@ -23,7 +23,7 @@ import argparse
 import numpy as np
 import torch
 
-from pgrpo.core.conditioning import PromptConditioning
+from pgrpo.core.conditioning import GroupConditioning, PromptConditioning
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.models.smollm2 import load_smollm2
 from pgrpo.tasks import build_task
@@ -35,13 +35,13 @@ THIRD_PERSON = {
 }
 
 
-def ways(task_descriptions: dict[str, str]) -> dict[str, PromptConditioning | None]:
+def ways(task_descriptions: dict[str, str]) -> dict[str, GroupConditioning]:
     """The four ways of telling the model the group (module docstring)."""
     return {
-        "none": None,
-        "system": PromptConditioning("{description}", task_descriptions, role="system"),
-        "user": PromptConditioning("{description}", task_descriptions, role="user"),
-        "third_person": PromptConditioning("{description}", THIRD_PERSON, role="user"),
+        "none": GroupConditioning(),
+        "system": GroupConditioning(PromptConditioning("{description}", task_descriptions, role="system")),
+        "user": GroupConditioning(PromptConditioning("{description}", task_descriptions, role="user")),
+        "third_person": GroupConditioning(PromptConditioning("{description}", THIRD_PERSON, role="user")),
     }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pgrpo.core.conditioning import (
+    GroupConditioning,
     PromptConditioning,
     read_descriptions,
     uses_adapter,
@@ -75,3 +76,21 @@ def test_descriptions_from_a_mapping_json_or_a_yaml_file(tmp_path: Path) -> None
         read_descriptions(str(tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match="must map each group label to a text"):
         read_descriptions('{"a": 3}')
+
+
+def test_a_runs_settings_decode_into_one_conditioning() -> None:
+    saved = {"group_conditioning": "prompt+adapter", "group_prompt_template": "[{group}] {description}",
+             "group_prompt_role": "user", "group_descriptions": '{"a": "likes jazz"}'}  # fmt: skip
+    decoded = GroupConditioning.from_settings(saved)
+    assert decoded.kind == "prompt+adapter" and decoded.adapters
+    assert decoded.prompt == PromptConditioning("[{group}] {description}", {"a": "likes jazz"}, "user")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."}]
+    assert decoded.apply(chat, "a")[1] == {"role": "user", "content": "[a] likes jazz Hi."}
+    adapter = GroupConditioning.from_settings({"group_conditioning": "adapter", "group_prompt_template": "{group}"})
+    assert (adapter.kind, adapter.prompt, adapter.apply("Hi.", "a")) == ("adapter", None, "Hi.")
+    assert GroupConditioning.from_settings({}).kind == "none"  # a run without the settings: none
+    # a run saved before group_prompt_role existed: the system message; the caller's descriptions where none are saved
+    older = GroupConditioning.from_settings({"group_conditioning": "prompt"}, default_descriptions={"a": "x"})
+    assert older.prompt == PromptConditioning("User group: {description}.", {"a": "x"}, "system")
+    with pytest.raises(ValueError, match="Unknown group_conditioning 'prompts'"):
+        GroupConditioning.from_settings({"group_conditioning": "prompts"})

@@ -80,7 +80,7 @@ def test_own_task_doc_runs_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(namespace["same_task"].train_dataset) + len(namespace["same_task"].eval_dataset) == 500
     assert (Path(namespace["untrained"]) / "config.json").is_file()
     # conditioning from Python: the tiny tokenizer reads each department's text (the trainer refuses it otherwise)
-    conditioned = namespace["conditioned"].prompt_conditioning()
+    conditioned = namespace["conditioned"].conditioning().prompt
     assert conditioned.text("Tops") == "User group: shops for tops."
     assert conditioned.text("Trend") == "User group: Trend."  # a group without a description: its label
     tokenizer = AutoTokenizer.from_pretrained(namespace["conditioned_model"])

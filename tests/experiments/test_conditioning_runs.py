@@ -86,7 +86,7 @@ def test_generate_answers_with_the_runs_conditioning(
         read.extend(inputs)
         return generate_completions(model, tokenizer, inputs, **kwargs)
 
-    monkeypatch.setattr("pgrpo.experiments.generate.generate_completions", recording)
+    monkeypatch.setattr("pgrpo.models.serving.generate_completions", recording)
     answers = generate_for_group(run_dir, "small", prompts, max_new_tokens=8, seed=3)
     assert read == [f"tag small {prompt}" for prompt in prompts]
     model, tokenizer = load_policy(None, str(run_dir / "final"))
@@ -124,7 +124,7 @@ def test_descriptions_of_groups_the_task_lacks_are_refused_listing_its_groups(to
 
 def test_adapter_runs_evaluate_and_serve_each_row_through_its_groups_adapter(toy_model_dir: str, tmp_path: Path):
     from pgrpo.experiments.evaluation import sequence_logprobs
-    from pgrpo.trainer.adapters import load_group_policy, load_routed_policy
+    from pgrpo.models.serving import load_group_policy, load_routed_policy
 
     run_dir = tmp_path / "run"
     task = task_from_dataset(toy_dataset(64), toy_reward, name="toy", eval_fraction=0.25)  # a reward that varies

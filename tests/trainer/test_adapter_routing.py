@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
+from pgrpo.models.serving import load_group_policy
 from pgrpo.testing import CPU_ARGS, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
-from pgrpo.trainer.adapters import load_group_policy
 
 PROMPTS = {"a": "say up", "b": "say down left", "c": "group right right"}  # distinct lengths: left padding varies
 

@@ -17,16 +17,11 @@ from peft import LoraConfig, PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from pgrpo.models.adapters import ADAPTERS_DIR, GroupAdapters, route_groups
+from pgrpo.models.serving import load_group_policy, load_routed_policy
 from pgrpo.testing import CPU_ARGS, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
-from pgrpo.trainer.adapters import (
-    ADAPTERS_DIR,
-    ROWS_KEY,
-    GroupAdapters,
-    load_group_policy,
-    load_routed_policy,
-    route_groups,
-)
+from pgrpo.trainer.adapters import ROWS_KEY
 
 LABELS = ["a", "b", "c"]
 

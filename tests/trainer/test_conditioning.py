@@ -78,11 +78,11 @@ def test_a_tokenizer_that_cannot_read_the_groups_texts_is_refused_and_a_tiny_pol
     with pytest.raises(ValueError, match=r"cannot tell groups 'small' and 'big' apart: the tokenizer reads both "
                        r"'User group: chatty\.' and 'User group: terse\.' as '<unk> group [^']*' \(words it does not "
                        r"know\).*"
-                       r"policy_path\(task, 'tiny', conditioning=args\.prompt_conditioning\(\)\)"):  # fmt: skip
+                       r"policy_path\(task, 'tiny', conditioning=args\.conditioning\(\)\)"):  # fmt: skip
         PGRPOTrainer(toy_model_dir, toy_reward, args=args, train_dataset=toy_dataset(16))
     task = task_from_dataset(toy_dataset(32), toy_reward, group_descriptions=descriptions)
     assert task.group_descriptions == descriptions
-    model = policy_path(task, "tiny", conditioning=args.prompt_conditioning(), sft_steps=0, hidden_size=16,
+    model = policy_path(task, "tiny", conditioning=args.conditioning(), sft_steps=0, hidden_size=16,
                         num_layers=1, num_heads=2)  # fmt: skip
     assert load_tokenizer(model).tokenize("User group: terse.") == ["user", "group", ":", "terse", "."]
     PGRPOTrainer(model, toy_reward, args=args, train_dataset=task.train_dataset)  # reads them: accepted

@@ -8,9 +8,11 @@ Two mechanisms (``PGRPOConfig.group_conditioning``), combinable:
   the text as its system message (prepended to an existing system message), or with ``role="user"`` at the start
   of its first user message (where some small instruct models follow an instruction better than in a system message).
 * ``adapter``: a LoRA adapter per group on the shared weights, each completion routed through its own group's
-  adapter (``pgrpo.trainer.adapters``); a group without an adapter uses the shared weights alone.
+  adapter (``pgrpo.models.adapters``); a group without an adapter uses the shared weights alone.
 
-This module is the pure part of the prompt mechanism: no TRL, no tokenizer.
+A run's settings (``PGRPOConfig`` fields, the trainer section of its config.yaml) are decoded once, by
+:meth:`GroupConditioning.from_settings`, into the one object that training, evaluation and serving share.
+This module is the pure part: no TRL, no model, no tokenizer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ CONDITIONINGS: tuple[str, ...] = ("none", "prompt", "adapter", "prompt+adapter")
 PROMPT_ROLES: tuple[str, ...] = ("system", "user")  # where a chat prompt gets its group's text
 DEFAULT_TEMPLATE = "User group: {description}."
 TEMPLATE_FIELDS = {"group", "description"}
+# the settings (PGRPOConfig fields) that say how a run conditions its policy on the group
+SETTINGS: tuple[str, ...] = ("group_conditioning", "group_prompt_template", "group_prompt_role", "group_descriptions")
 Prompt = str | list[dict[str, Any]]
 
 
@@ -126,6 +130,41 @@ class PromptConditioning:
             messages[0]["content"] = f"{text} {messages[0]['content']}"
             return messages
         return [{"role": "system", "content": text}, *messages]
+
+
+@dataclass(frozen=True)
+class GroupConditioning:
+    """How a run tells its policy whom it serves: ``prompt`` (each group's text; None: no text) and ``adapters``
+    (each group routed through its own adapter)."""
+
+    prompt: PromptConditioning | None = None
+    adapters: bool = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], default_descriptions: Mapping[str, str] | None = None
+    ) -> GroupConditioning:
+        """Decode :data:`SETTINGS` from ``settings`` (``PGRPOConfig`` fields, a run's config.yaml trainer section or
+        bench flags); one left out has its ``PGRPOConfig`` default (a run saved before ``group_prompt_role`` existed
+        gets the system message). ``default_descriptions`` describe the groups when ``settings`` give none."""
+        kind = settings.get("group_conditioning") or "none"
+        validate_conditioning(kind)
+        if not uses_prompt(kind):
+            return cls(None, uses_adapter(kind))
+        descriptions = read_descriptions(settings.get("group_descriptions")) or dict(default_descriptions or {})
+        template = settings.get("group_prompt_template") or DEFAULT_TEMPLATE
+        return cls(PromptConditioning(template, descriptions, settings.get("group_prompt_role") or "system"),
+                   uses_adapter(kind))  # fmt: skip
+
+    @property
+    def kind(self) -> str:
+        """The ``group_conditioning`` setting this decodes: one of :data:`CONDITIONINGS`."""
+        parts = ["prompt"] * (self.prompt is not None) + ["adapter"] * self.adapters
+        return "+".join(parts) or "none"
+
+    def apply(self, prompt: Prompt, label: Any) -> Prompt:
+        """``prompt`` as a user of group ``label`` asks it: with the group's text, if the run puts one in prompts."""
+        return prompt if self.prompt is None else self.prompt.apply(prompt, label)
 
 
 def check_descriptions(descriptions: Mapping[str, str], labels: list[Any], where: str) -> None:

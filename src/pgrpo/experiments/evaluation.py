@@ -23,8 +23,9 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from pgrpo.core.conditioning import Prompt, PromptConditioning
+from pgrpo.core.conditioning import GroupConditioning, Prompt
 from pgrpo.models import encode_prompts, generate_completions, routed
+from pgrpo.models.serving import policy_prompt
 from pgrpo.tasks import Task
 
 
@@ -34,13 +35,6 @@ def score(task: Task, rows: list[dict[str, Any]], completions: list[str], prompt
     columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
     rewards = task.reward_fn(prompts=prompts, completions=completions, **columns)
     return [math.nan if r is None else float(r) for r in rewards]
-
-
-def policy_prompt(prompt: str, label: Any, chat: bool, conditioning: PromptConditioning | None) -> Prompt:
-    """A task prompt as the policy is given it in training: a user message for chat models, conditioned on the
-    group ``label`` when ``conditioning`` is given (as ``PGRPOTrainer`` conditions its datasets)."""
-    message: Prompt = [{"role": "user", "content": prompt}] if chat else prompt
-    return conditioning.apply(message, label) if conditioning is not None else message
 
 
 def as_model_input(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, chat: bool) -> str:
@@ -180,10 +174,9 @@ def evaluate_policy(
     seed: int = 0,
     chat: bool = False,
     group_column: str | None = None,
-    conditioning: PromptConditioning | None = None,
+    conditioning: GroupConditioning | None = None,
     label_column: str | None = None,
     only_group: Any = None,
-    adapters: bool = False,
     greedy: bool = True,
     sampling: dict[str, Any] | None = None,
     reference_cache: dict[tuple[str, ...], float] | None = None,
@@ -194,10 +187,11 @@ def evaluate_policy(
 
     ``chat``: give the model each prompt as a user message through its chat template (instruct models).
     ``group_column``: the held-out column that defines the groups (default: the task's).
-    ``conditioning``: condition each prompt on its row's ``label_column`` (default ``group_column``): the labels the
-    policy was trained with. ``only_group``: evaluate only this group's rows among the ``num_prompts`` balanced ones
-    (a specialist: the same prompts as a shared policy's evaluation gives that group). ``adapters``: route each
-    row through its ``label_column`` group's adapter (``group_conditioning="adapter"``). ``greedy``: also generate
+    ``conditioning``: the run's (``PGRPOConfig.conditioning()``): each prompt gets its row's ``label_column`` (default
+    ``group_column``) group's text, the labels the policy was trained with, and with adapters each row is routed
+    through that group's adapter; as served (:func:`pgrpo.models.serving.policy_prompt`). ``only_group``: evaluate
+    only this group's rows among the ``num_prompts`` balanced ones (a specialist: the same prompts as a shared
+    policy's evaluation gives that group). ``greedy``: also generate
     and score a greedy completion per prompt (``reward_greedy``, ...; a third of the generation at 2 samples).
     ``sampling``: the sampler's ``generate`` options; give training's (``sampling_options(config)``) so that the
     held-out samples come from the distribution RL trained, not transformers' default top-50 truncation of it.
@@ -207,6 +201,7 @@ def evaluate_policy(
     the held-out prompts' perplexity (``reference_text``, where the task has it, is the better probe).
     """
     group_column = group_column or task.group_column
+    conditioning = conditioning or GroupConditioning()  # none: every group asked alike
     was_training = model.training
     model.eval()
     rows = balanced_rows(task.eval_dataset.to_list(), group_column, num_prompts)
@@ -215,7 +210,7 @@ def evaluate_policy(
     groups = [row[group_column] for row in rows]
     labels = [row[label_column or group_column] for row in rows]
     prompts = [policy_prompt(row["prompt"], label, chat, conditioning) for row, label in zip(rows, labels, strict=True)]
-    route = labels if adapters else None
+    route = labels if conditioning.adapters else None
     initial_perplexity = functools.partial(cached_perplexity, reference, tokenizer, cache=reference_cache)
     torch.manual_seed(seed)
     greedy_texts = (

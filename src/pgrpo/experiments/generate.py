@@ -2,8 +2,9 @@
 
     pgrpo generate --run_dir runs/personas-grpo-prompt-s0 --group kemar --prompt "Any music for a party?"
 
-From Python: ``generate_for_group(run_dir, "kemar", ["Any music for a party?"])``. The prompt goes through the
-run's own conditioning (``group_conditioning`` in its config.yaml): with ``prompt``, the group's text as in
+From Python: ``generate_for_group(run_dir, "kemar", ["Any music for a party?"])``, or the policy itself with
+``pgrpo.models.serving.serve(run_dir, "kemar")``. The prompt goes through the run's own conditioning
+(``group_conditioning`` in its config.yaml, decoded by the serving module): with ``prompt``, the group's text as in
 training (a system message for chat models); with ``adapter``, the group's adapter on the shared weights. A group
 the run never trained on gets the shared policy (adapter) or its own text, which the policy never saw (prompt),
 with a notice. Without ``--prompt``, the group's held-out prompts of the run's task are answered.
@@ -17,14 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
 from pgrpo.command import Command
-from pgrpo.core.conditioning import PromptConditioning, uses_adapter, uses_prompt
-from pgrpo.experiments.evaluation import policy_prompt
 from pgrpo.experiments.runs import task_build
-from pgrpo.models import generate_completions, load_policy, load_tokenizer
+from pgrpo.models.serving import read_run_config, serve
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +38,6 @@ class GenerateArguments:
     max_new_tokens: int = field(default=0, metadata={"help": "Tokens per answer (0: the run's completion length)."})
     greedy: bool = field(default=False, metadata={"help": "Greedy decoding instead of sampling."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-
-
-def run_config(run_dir: Path) -> dict[str, Any]:
-    """The run's config.yaml, refusing a directory that is not a finished run."""
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a pgrpo run directory (no config.yaml); pass a `pgrpo train` run.")
-    if not (run_dir / "final").is_dir():
-        raise FileNotFoundError(f"{run_dir} has no final/ policy: the run has not finished training; resume it first.")
-    return yaml.safe_load((run_dir / "config.yaml").read_text())
 
 
 def trained_groups(run_dir: Path) -> list[str]:
@@ -82,43 +69,24 @@ def generate_for_group(
 ) -> list[str]:
     """Answers of the run's final policy to ``prompts`` from a user of ``group``, conditioned as in training."""
     run_dir, group = Path(run_dir), str(group)
-    trainer = run_config(run_dir)["trainer"]
-    conditioning_kind = trainer.get("group_conditioning", "none")
+    config = read_run_config(run_dir)
+    served = serve(run_dir, group)
     if (known := trained_groups(run_dir)) and group not in known:
         logger.warning("Group %r was not trained on (the run's groups: %s); answering with the shared policy's "
                        "behaviour for an unseen group.", group, ", ".join(known))  # fmt: skip
-    if conditioning_kind == "none":
+    if served.conditioning.kind == "none":
         logger.warning("Run %s was trained without group conditioning (group_conditioning=none): its policy answers "
                        "every group alike, so the group changes nothing but which held-out prompts are asked.",
                        run_dir)  # fmt: skip
-    conditioning = None
-    if uses_prompt(conditioning_kind):
-        conditioning = PromptConditioning(
-            trainer["group_prompt_template"],
-            trainer.get("group_descriptions") or {},
-            trainer.get("group_prompt_role", "system"),  # runs made before the option: the system message
-        )
-    if uses_adapter(conditioning_kind):
-        from pgrpo.trainer.adapters import load_group_policy
-
-        model, tokenizer = load_group_policy(run_dir / "final", group), load_tokenizer(run_dir / "final")
-    else:
-        model, tokenizer = load_policy(None, str(run_dir / "final"))
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    model.eval()
-    chat = tokenizer.chat_template is not None  # as in training: instruct models get user (and system) messages
-    inputs = [policy_prompt(prompt, group, chat, conditioning) for prompt in prompts]
-    torch.manual_seed(seed)
-    tokens = max_new_tokens or trainer.get("max_completion_length") or 64
-    return generate_completions(model, tokenizer, inputs, max_new_tokens=tokens, do_sample=do_sample, chat=chat)
+    tokens = max_new_tokens or config["trainer"].get("max_completion_length") or 64
+    return served.answer(prompts, max_new_tokens=tokens, do_sample=do_sample, seed=seed)
 
 
 def generate_command(args: GenerateArguments) -> int:
     if not args.run_dir or not args.group:
         raise ValueError("pgrpo generate needs --run_dir RUN and --group GROUP (a label the run trained with).")
     run_dir = Path(args.run_dir)
-    prompts = args.prompt or held_out_prompts(run_config(run_dir), args.group, args.num_prompts)
+    prompts = args.prompt or held_out_prompts(read_run_config(run_dir), args.group, args.num_prompts)
     answers = generate_for_group(run_dir, args.group, prompts, args.max_new_tokens or None, not args.greedy, args.seed)
     for prompt, answer in zip(prompts, answers, strict=True):
         print(f"[{args.group}] {prompt}\n  -> {answer.strip()}\n")

@@ -29,7 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from pgrpo.command import Command
-from pgrpo.core.conditioning import PromptConditioning, check_descriptions, uses_adapter
+from pgrpo.core.conditioning import GroupConditioning, check_descriptions
 from pgrpo.experiments.console import run_report, short_step_logs
 from pgrpo.experiments.evaluation import evaluate_policy
 from pgrpo.experiments.labels import LABEL_SOURCES, with_labels
@@ -213,20 +213,20 @@ def only_group(task: Task, group_column: str, group: str) -> Task:
     return dataclasses.replace(task, train_dataset=task.train_dataset.select(keep))
 
 
-def policy_task(task: Task, group_labels: str, group_column: str, conditioning: PromptConditioning | None) -> Task:
+def policy_task(task: Task, group_labels: str, group_column: str, conditioning: GroupConditioning) -> Task:
     """The task text a tiny policy is built and warm-started from: ``task`` itself, or with prompt conditioning every
     prompt conditioned, the train and held-out ones on the task's groups (the vocabulary: every group's text) and the
     warm-start ones that have groups on ``group_labels`` (whose warm-start labels do not depend on the training
     seed), so that one warm start serves every seed of a run's settings."""
-    if conditioning is None:
+    if (prompt := conditioning.prompt) is None:
         return task
     labelled, label_column = with_labels(task, group_labels, group_column, seed=0)
     sft = labelled.sft_dataset
     return dataclasses.replace(
         task,
-        train_dataset=condition_prompts(task.train_dataset, conditioning, group_column),
-        eval_dataset=condition_prompts(task.eval_dataset, conditioning, group_column),
-        sft_dataset=condition_prompts(sft, conditioning, label_column)
+        train_dataset=condition_prompts(task.train_dataset, prompt, group_column),
+        eval_dataset=condition_prompts(task.eval_dataset, prompt, group_column),
+        sft_dataset=condition_prompts(sft, prompt, label_column)
         if sft is not None and label_column in sft.column_names
         else sft,
     )
@@ -277,7 +277,7 @@ def prepare(run: RunArguments, config: PGRPOConfig, model_args: ModelConfig, tas
         else:
             resuming, changed = not run.overwrite and (run_dir / "checkpoints").exists(), []
         # the policy is built from the whole task, so that a specialist starts from exactly the shared runs' policy
-        built = policy_task(task, run.group_labels, group_column, config.prompt_conditioning())
+        built = policy_task(task, run.group_labels, group_column, config.conditioning())
         model_path = policy_path(built, model_args.model_name_or_path)
         task, config.group_column = with_labels(trained, run.group_labels, group_column, config.seed)
     return Prepared(task, run_dir, model_path, group_column, resuming, changed)
@@ -335,10 +335,9 @@ def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, conf
         config.seed,
         chat,
         run.group_column,
-        conditioning=config.prompt_conditioning(),
+        conditioning=config.conditioning(),
         label_column=config.group_column,
         only_group=arguments.train_group or None,
-        adapters=uses_adapter(config.group_conditioning),
         greedy=arguments.eval_greedy,
         sampling=sampling_options(config),
         reference_cache=INITIAL_PERPLEXITY.setdefault(run.model_path, {}),

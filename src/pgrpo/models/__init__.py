@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from pgrpo.core.conditioning import PromptConditioning
+from pgrpo.core.conditioning import GroupConditioning
 from pgrpo.models.cache import default_cache_dir
 from pgrpo.models.smollm2 import load_smollm2, smollm2_path
 from pgrpo.models.tiny import build_tiny_policy, build_word_tokenizer, tiny_policy_path
@@ -45,13 +45,13 @@ def policy_path(
     task: Task | None,
     model: str = "tiny",
     cache_dir: str | Path | None = None,
-    conditioning: PromptConditioning | None = None,
+    conditioning: GroupConditioning | None = None,
     **settings: Any,
 ) -> str:
     """A model path for ``from_pretrained`` or TRL's ``model=`` argument; "tiny" and "smollm2" are built if needed.
 
-    ``conditioning``: the prompt conditioning the run will use (``PGRPOConfig.prompt_conditioning()``); a tiny
-    policy is then built from the conditioned prompts, so that its word-level tokenizer knows the groups' texts.
+    ``conditioning``: the conditioning the run will use (``PGRPOConfig.conditioning()``); with a text in the prompts,
+    a tiny policy is then built from the conditioned prompts, so that its word-level tokenizer knows the groups' texts.
     """
     if model == "tiny":
         if task is None:
@@ -62,10 +62,10 @@ def policy_path(
     return model
 
 
-def conditioned_task(task: Task, conditioning: PromptConditioning | None) -> Task:
+def conditioned_task(task: Task, conditioning: GroupConditioning | None) -> Task:
     """``task`` with every train, held-out (and, where they carry the group column, warm-start) prompt conditioned
-    on its group, as the trainer conditions them; ``task`` itself without conditioning."""
-    if conditioning is None:
+    on its group, as the trainer conditions them; ``task`` itself without a text in the prompts."""
+    if conditioning is None or conditioning.prompt is None:
         return task
 
     def condition(dataset: Dataset) -> Dataset:
@@ -127,7 +127,7 @@ def routed(model: PreTrainedModel, groups: Sequence[Any] | None, rows: slice) ->
     forwards in the block; without ``groups``, nothing to route."""
     if groups is None:
         return nullcontext()
-    from pgrpo.trainer.adapters import route_groups
+    from pgrpo.models.adapters import route_groups  # peft is imported only where adapters are used
 
     return route_groups(model, groups[rows])
 

@@ -11,15 +11,7 @@ from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from trl import GRPOConfig
 
 from pgrpo.core import ESTIMATORS, HISTORY_KINDS, UPDATE_ORDERS, WEIGHTINGS, EngineOptions
-from pgrpo.core.conditioning import (
-    CONDITIONINGS,
-    DEFAULT_TEMPLATE,
-    PromptConditioning,
-    read_descriptions,
-    uses_adapter,
-    uses_prompt,
-    validate_conditioning,
-)
+from pgrpo.core.conditioning import CONDITIONINGS, DEFAULT_TEMPLATE, SETTINGS, GroupConditioning, read_descriptions
 from pgrpo.core.sampling import validate_alpha
 
 # The TrainingArguments field that turns activation recomputation on: transformers 5.23 renamed
@@ -170,10 +162,8 @@ class PGRPOConfig(GRPOConfig):
         if self.max_logged_groups < 0:
             raise ValueError(f"max_logged_groups must be >= 0, got {self.max_logged_groups}.")
         validate_alpha(self.group_sampling_alpha)
-        validate_conditioning(self.group_conditioning)
         self.group_descriptions = read_descriptions(self.group_descriptions) or None
-        self.prompt_conditioning()  # validates the template
-        if uses_adapter(self.group_conditioning):
+        if self.conditioning().adapters:  # decoding validates the conditioning, its template and role
             self.validate_adapter_options()
         self.engine_options()  # validates every engine option with a clear error
 
@@ -211,11 +201,9 @@ class PGRPOConfig(GRPOConfig):
         if self.ddp_find_unused_parameters is None:  # a group absent from a process's batch leaves its adapter unused
             self.ddp_find_unused_parameters = True
 
-    def prompt_conditioning(self) -> PromptConditioning | None:
-        """The prompt text of each group, or None without prompt conditioning."""
-        if not uses_prompt(self.group_conditioning):
-            return None
-        return PromptConditioning(self.group_prompt_template, self.group_descriptions or {}, self.group_prompt_role)
+    def conditioning(self) -> GroupConditioning:
+        """How the policy is told whom it serves: the ``group_*`` settings decoded, as serving decodes a run's."""
+        return GroupConditioning.from_settings({name: getattr(self, name) for name in SETTINGS})
 
     def engine_options(self) -> EngineOptions:
         """The advantage-engine options this config describes."""

@@ -4,16 +4,19 @@ TRL computes advantages inline in ``_generate_and_score_completions``. We wrap, 
 
 1. ``_calculate_rewards`` (called inside it) returns the rewards gathered from all processes;
    we keep them and gather the matching group labels with ``gather_object`` (same order).
-2. ``_generate_and_score_completions`` runs TRL's method, recomputes the advantages of the
+2. ``_generate_and_score_completions`` runs TRL's method, computes the advantages of the
    whole global batch with the :class:`~pgrpo.core.AdvantageEngine` (updating the history
    once per generation batch, in training only, identically on every process), slices this
-   process's part, and replaces ``out["advantages"]`` and TRL's logged advantages.
+   process's part, and replaces ``out["advantages"]`` and TRL's logged advantages. TRL's own
+   advantages, computed inline in its method, are replaced unused (why they are not skipped:
+   ``OVERRIDDEN_TRL_METHODS``).
 3. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` save and restore the history
    with every checkpoint (``pgrpo_group_stats.json``).
-4. Adapter group conditioning (``pgrpo.trainer.adapters``): generation and the log-probability forwards of a batch
-   are routed per row (``_generate_and_score_completions``, ``_get_per_token_logps_and_entropies`` chunk by chunk,
-   ``_compute_loss`` from the per-row index TRL shuffles with the batch); ``save_model`` / ``_load_from_checkpoint``
-   write and read the shared weights as they would be without group adapters, plus every group's adapter.
+4. Adapter group conditioning (``pgrpo.models.adapters``, ``pgrpo.trainer.adapters``): generation and the
+   log-probability forwards of a batch are routed per row (``_generate_and_score_completions``,
+   ``_get_per_token_logps_and_entropies`` chunk by chunk, ``_compute_loss`` from the per-row index TRL shuffles with
+   the batch); ``save_model`` / ``_load_from_checkpoint`` write and read the shared weights as they would be without
+   group adapters, plus every group's adapter.
 
 Every overridden private TRL method, what it changes and the tests that pin it: :mod:`pgrpo.trainer.trl_surface`.
 """
@@ -39,7 +42,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from pgrpo.core import AdvantageEngine, RunningGroupRewards, group_metrics
-from pgrpo.core.conditioning import PromptConditioning, uses_adapter
+from pgrpo.core.conditioning import PromptConditioning
 from pgrpo.core.labels import GroupLabels, check_labels
 from pgrpo.core.metrics import nonfinite_counts
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
@@ -83,25 +86,26 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
     def __init__(self, model: Any, reward_funcs: Any = None, args: PGRPOConfig | None = None, **kwargs: Any) -> None:
         if not isinstance(args, PGRPOConfig):
             raise TypeError(f"PGRPOTrainer needs args=PGRPOConfig(...), got {type(args).__name__}.")
+        conditioning = args.conditioning()
         for name in ("train_dataset", "eval_dataset"):
             datasets = kwargs.get(name)
             named = datasets.items() if isinstance(datasets, dict) else [(name, datasets)]
             for label, dataset in named:
                 if dataset is not None:
                     check_group_column(dataset, args.group_column, label)
-            if (conditioning := args.prompt_conditioning()) is not None and datasets is not None:
+            if conditioning.prompt is not None and datasets is not None:
                 kwargs[name] = (
-                    {label: condition_prompts(d, conditioning, args.group_column) for label, d in named}
+                    {label: condition_prompts(d, conditioning.prompt, args.group_column) for label, d in named}
                     if isinstance(datasets, dict)
-                    else condition_prompts(datasets, conditioning, args.group_column)
+                    else condition_prompts(datasets, conditioning.prompt, args.group_column)
                 )
         labels = labels_of(kwargs.get("train_dataset"), args.group_column)
         super().__init__(model, reward_funcs, args, **kwargs)
-        if (conditioning := args.prompt_conditioning()) is not None and labels is not None:
+        if conditioning.prompt is not None and labels is not None:
             check_conditioning_is_read(getattr(self.processing_class, "tokenizer", self.processing_class),
-                                       conditioning, labels)  # fmt: skip
+                                       conditioning.prompt, labels)  # fmt: skip
         self.group_adapters = None
-        if uses_adapter(args.group_conditioning):
+        if conditioning.adapters:
             self.group_adapters = attach_group_adapters(
                 self.model, self.train_dataset, args.group_column, args.group_adapter_r, args.group_adapter_alpha
             )
@@ -149,7 +153,7 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             local = output["advantages"]
             start = self.accelerator.process_index * len(local)
             output["advantages"] = advantages[start : start + len(local)].to(local.device, local.dtype)
-            logged = self._logs["advantages"]
+            logged = self._logs["advantages"]  # TRL's completions table: its advantages out, the trained ones in
             for _ in range(min(len(advantages), len(logged))):
                 logged.pop()
             logged.extend(advantages.tolist())
@@ -301,7 +305,7 @@ def check_conditioning_is_read(tokenizer: Any, conditioning: PromptConditioning,
                 f"Prompt conditioning cannot tell groups {other!r} and {label!r} apart: the tokenizer reads both "
                 f"{conditioning.text(other)!r} and {conditioning.text(label)!r} as {tokenizer.decode(list(ids))!r} "
                 "(words it does not know). Build the tiny policy for this conditioning: policy_path(task, 'tiny', "
-                "conditioning=args.prompt_conditioning()) (`pgrpo train` does), or use a model whose tokenizer knows "
+                "conditioning=args.conditioning()) (`pgrpo train` does), or use a model whose tokenizer knows "
                 "the words."
             )
 

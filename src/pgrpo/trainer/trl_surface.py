@@ -46,7 +46,13 @@ OVERRIDDEN_TRL_METHODS: dict[str, Override] = {
     "_generate_and_score_completions": Override(
         ("self", "inputs"),
         "replaces the advantages (and TRL's logged ones) with the engine's for this process's rows, logs the group "
-        "metrics, routes generation through each row's group adapter and adds the per-row adapter index to the batch",
+        "metrics, routes generation through each row's group adapter and adds the per-row adapter index to the batch. "
+        "TRL still computes its own advantages first: they are inline in this ~580-line method, with no hook to skip "
+        "them, and avoiding them would mean copying it; they cost a few vector operations on the gathered rewards "
+        "(nothing next to generation) and are then replaced, so the engine's are the only ones computed from the "
+        "group statistics, once per generation batch. TRL's logged advantages (the deque behind log_completions' "
+        "table) are popped and refilled with the engine's, so the table shows what was trained with; TRL has no "
+        "other way to set them",
         (
             f"{TRAINER_TESTS}::test_trained_advantages_equal_the_numpy_reference",
             f"{TRAINER_TESTS}::test_logged_group_curves_carry_each_groups_running_reward",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from pgrpo.core.conditioning import DEFAULT_TEMPLATE, PromptConditioning, read_descriptions, uses_prompt
+from pgrpo.core.conditioning import GroupConditioning
 from pgrpo.experiments.bench.plan import PlannedRun, task_builds
 from pgrpo.tasks.base import Task
 
@@ -112,18 +112,14 @@ def prebuild(runs: list[PlannedRun]) -> None:
             print(f"discovered {groups} {task} groups in {time.perf_counter() - start:.0f} s")
 
 
-def warm_starts(runs: list[PlannedRun], build: tuple, task: Task) -> list[tuple[str, PromptConditioning | None]]:
-    """The (group labels, prompt conditioning) of the tiny policies that the runs on ``build`` (``task``) start
-    from, each once."""
-    found: dict[str, tuple[str, PromptConditioning | None]] = {}
+def warm_starts(runs: list[PlannedRun], build: tuple, task: Task) -> list[tuple[str, GroupConditioning]]:
+    """The (group labels, conditioning) of the tiny policies that the runs on ``build`` (``task``) start from, each
+    once (the task's descriptions where a run gives none, as `pgrpo train` does)."""
+    found: dict[str, tuple[str, GroupConditioning]] = {}
     for run in runs:
         if task_builds([run]) != [build]:
             continue
-        flags, conditioning = run.flags, None
-        if uses_prompt(flags.get("group_conditioning", "none")):
-            descriptions = read_descriptions(flags.get("group_descriptions")) or task.group_descriptions
-            template = flags.get("group_prompt_template", DEFAULT_TEMPLATE)
-            conditioning = PromptConditioning(template, descriptions, flags.get("group_prompt_role", "system"))
-        labels = flags.get("group_labels", "task")
-        found.setdefault(f"{labels} {conditioning}", (labels, conditioning))
+        conditioning = GroupConditioning.from_settings(run.flags, task.group_descriptions)
+        labels = run.flags.get("group_labels", "task")
+        found.setdefault(f"{labels} {conditioning.prompt}", (labels, conditioning))
     return list(found.values())

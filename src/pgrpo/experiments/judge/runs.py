@@ -5,21 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pgrpo.experiments.runs import task_build
+from pgrpo.models.serving import read_run_config, serve
 
 TASK_KEYS = ("task", "task_options", "task_seed")  # what fixes the held-out prompts
 
 
 def run_task_spec(run_dir: Path) -> dict[str, Any]:
     """``{"task", "task_options", "task_seed", "max_completion_length"}`` of a run directory's config.yaml."""
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a pgrpo run directory (no config.yaml).")
-    if not (run_dir / "final").is_dir():
-        raise FileNotFoundError(f"{run_dir} has no final/ policy; the run has not finished training.")
-    config = yaml.safe_load(config_path.read_text())
+    config = read_run_config(run_dir)
     task, options, seed = task_build(config)
     return {
         "task": task,
@@ -43,29 +37,8 @@ def same_task_spec(spec_a: dict[str, Any], spec_b: dict[str, Any], run_a: Path, 
 def generate_for_run(
     run_dir: Path, prompts: list[str], groups: list[str], max_new_tokens: int, do_sample: bool, seed: int
 ) -> list[str]:
-    """Completions of the run's final/ policy for ``prompts`` asked by users of ``groups`` (through its chat template
-    if it has one; seeded). A run trained with group conditioning answers each group as ``pgrpo generate`` does (its
-    text in the prompt, its adapter), group by group; any other run answers all prompts in one go."""
-    import torch
-
-    from pgrpo.experiments.generate import generate_for_group, run_config
-    from pgrpo.models import generate_completions, load_policy
-
-    if run_config(run_dir)["trainer"].get("group_conditioning", "none") != "none":
-        answers = [""] * len(prompts)
-        for group in dict.fromkeys(groups):
-            rows = [i for i, label in enumerate(groups) if label == group]
-            asked = [prompts[i] for i in rows]
-            group_answers = generate_for_group(run_dir, group, asked, max_new_tokens, do_sample, seed)
-            for i, answer in zip(rows, group_answers, strict=True):
-                answers[i] = answer
-        return answers
-    model, tokenizer = load_policy(None, str(run_dir / "final"))
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    model.eval()
-    chat = tokenizer.chat_template is not None  # as in training: instruct models get a user message
-    torch.manual_seed(seed)
-    return generate_completions(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, chat=chat
-    )
+    """Completions of the run's final/ policy for ``prompts`` asked by users of ``groups``, in one seeded batch,
+    each conditioned as in training and as ``pgrpo generate`` answers it (:func:`pgrpo.models.serving.serve`: its
+    group's text in the prompt, its adapter routed; through the chat template if the model has one)."""
+    served = serve(run_dir)
+    return served.answer(prompts, groups, max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed)
