@@ -84,38 +84,41 @@ def step_line(state: TrainerState, logs: Mapping[str, Any]) -> str:
     return "  ".join(parts)
 
 
-class ProgressLines(ProgressCallback):
+class StepLines:
+    """Mixin for a transformers log callback: a training step's logs (those with a reward) become one ``step_line``,
+    written by ``write_step``; any other logs go to the callback's own ``on_log``."""
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if logs is None or "reward" not in logs:
+            super().on_log(args, state, control, logs=logs, **kwargs)
+        else:
+            self.write_step(state, step_line(state, logs))
+
+    def write_step(self, state: TrainerState, line: str) -> None:
+        raise NotImplementedError
+
+
+class ProgressLines(StepLines, ProgressCallback):
     """transformers' progress bar, with a training step's logs as one ``step_line`` (other logs as before)."""
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if logs is None or "reward" not in logs:
-            super().on_log(args, state, control, logs=logs, **kwargs)
-        elif state.is_world_process_zero and self.training_bar is not None:
-            self.training_bar.write(step_line(state, logs))
+    def write_step(self, state: TrainerState, line: str) -> None:
+        if state.is_world_process_zero and self.training_bar is not None:
+            self.training_bar.write(line)
 
 
-class PrinterLines(PrinterCallback):
+class PrinterLines(StepLines, PrinterCallback):
     """transformers' printer (``--disable_tqdm true``), with a training step's logs as one ``step_line``."""
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if logs is None or "reward" not in logs:
-            super().on_log(args, state, control, logs=logs, **kwargs)
-        elif state.is_local_process_zero:
-            print(step_line(state, logs), flush=True)
+    def write_step(self, state: TrainerState, line: str) -> None:
+        if state.is_local_process_zero:
+            print(line, flush=True)
 
 
 def short_step_logs(trainer: Trainer) -> None:
