@@ -1,6 +1,7 @@
 """Where one SmolLM2-135M + LoRA GRPO step goes on a CPU, part by part, before and after the CPU fast path.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/bench_smollm2_step.py [--steps 4] [--kinds before,after]
+    PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/bench_smollm2_step.py --kinds adapters_unshared,adapters
 
 The step is a real ``PGRPOTrainer`` step built as ``pgrpo train --task reviews --model_name_or_path smollm2
 --use_peft --lora_r 16`` builds it (chat prompts, LoRA through TRL/PEFT), 8 prompts x 4 completions x 32 tokens.
@@ -25,9 +26,12 @@ layer's [tokens, 576] x [576, 1536] etc.); "at peak" is the step's time if every
 Kinds: "before" is the step as TRL runs it today (2 torch threads); "after" adds
 :class:`pgrpo.trainer.cpu.CPUFastPath` (LM head on the completion tokens only, generation on one thread, each
 distinct prompt through the body once in the prefill and in the loss's forward and backward); "after_1thread" is
-"after" with the whole step on one thread (what ``pgrpo bench`` workers use). All kinds live in one process and
-take steps in turn (before, after, after_1thread, before, ...: one thread each, a baton between them), because the
-CPU is shared with other work; the first step of each is dropped as warm-up and medians of the rest are printed.
+"after" with the whole step on one thread (what ``pgrpo bench`` workers use). "adapters" is "after_1thread" with
+per-group adapters on top of the shared LoRA (``group_conditioning="adapter"``, one per star rating), whose rows share
+a prompt's positions only within an adapter; "adapters_unshared" the same with ``share_prompt_prefix = False``. All
+kinds live in one process and take steps in turn (before, after, after_1thread, before, ...: one thread each, a baton
+between them), because the CPU is shared with other work; the first step of each is dropped as warm-up and medians of
+the rest are printed.
 Same seed, same prompts: the kinds do the same step (the fast path does fewer FLOPs for it).
 """
 
@@ -40,7 +44,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import AutoTokenizer, PrinterCallback, TrainerCallback
@@ -53,8 +57,23 @@ from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 from pgrpo.trainer.cpu import torch_threads
 
 PROMPTS, GENERATIONS, COMPLETION = 8, 4, 32
-# kind: (CPU fast path on, torch threads of the step)
-KINDS = {"before": (False, 2), "after": (True, 2), "after_1thread": (True, 1)}
+
+
+class Kind(NamedTuple):
+    fast_path: bool  # the CPU fast path on
+    threads: int  # torch threads of the step
+    adapters: bool = False  # per-group adapters (group_conditioning="adapter")
+    share_prompts: bool = True  # with the fast path: each distinct prompt (and adapter) through the body once
+
+
+KINDS = {
+    "before": Kind(False, 2),
+    "after": Kind(True, 2),
+    "after_1thread": Kind(True, 1),
+    "adapters_unshared": Kind(True, 1, adapters=True, share_prompts=False),
+    "adapters": Kind(True, 1, adapters=True),
+}
+DEFAULT_KINDS = ("before", "after", "after_1thread")
 PARTS = ("prefill", "decode", "gen other", "rewards", "logp forward", "backward", "optimizer", "other")
 
 
@@ -258,6 +277,7 @@ def build_trainer(kind: str, task: Any, dataset: Any, tokenizer: Any, model_path
         save_strategy="no",
         disable_tqdm=True,
         seed=0,
+        group_conditioning="adapter" if KINDS[kind].adapters else "none",
     )
     trainer = PGRPOTrainer(
         model=model_path,
@@ -267,7 +287,7 @@ def build_trainer(kind: str, task: Any, dataset: Any, tokenizer: Any, model_path
         processing_class=tokenizer,
         peft_config=get_peft_config(ModelConfig(model_name_or_path=model_path, use_peft=True, lora_r=16)),
     )
-    trainer.cpu_fast_path = KINDS[kind][0]
+    trainer.cpu_fast_path, trainer.share_prompt_prefix = KINDS[kind].fast_path, KINDS[kind].share_prompts
     trainer.remove_callback(PrinterCallback)
     return trainer
 
@@ -305,7 +325,7 @@ def part_shapes(part: str, rows: int, tokens: float, config: Any) -> list[tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="steps per trainer; the first is dropped as warm-up")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, from: {', '.join(KINDS)}")
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help=f"comma-separated, from: {', '.join(KINDS)}")
     cli = parser.parse_args()
     task = build_task("reviews", seed=0)
     model_path = smollm2_path()
@@ -320,7 +340,7 @@ def main() -> None:
             trainer = build_trainer(kind, task, dataset, tokenizer, model_path, f"{output_dir}/{kind}", cli.steps)
             instrument(trainer, results[kind])
             trainer.add_callback(StepClock(results[kind], kind))
-            batons[kind] = Baton(turn, order, kind, KINDS[kind][1])
+            batons[kind] = Baton(turn, order, kind, KINDS[kind].threads)
             trainer.add_callback(batons[kind])
             trainers[kind] = trainer
         errors: list[BaseException] = []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import Dataset
 
 from pgrpo.testing import CPU_ARGS, build_toy_model_dir, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
@@ -20,9 +21,12 @@ def two_layer_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return build_toy_model_dir(tmp_path_factory.mktemp("two_layers"), num_layers=2)
 
 
-def make_trainer(model_dir: str, output_dir: Path, max_steps: int = 1, **overrides) -> PGRPOTrainer:
+def make_trainer(
+    model_dir: str, output_dir: Path, max_steps: int = 1, train_dataset: Dataset | None = None, **overrides
+) -> PGRPOTrainer:
     args = PGRPOConfig(output_dir=str(output_dir), max_steps=max_steps, estimator="grpo", **{**CPU_ARGS, **overrides})
-    return PGRPOTrainer(model=model_dir, reward_funcs=toy_reward, args=args, train_dataset=toy_dataset())
+    dataset = toy_dataset() if train_dataset is None else train_dataset
+    return PGRPOTrainer(model=model_dir, reward_funcs=toy_reward, args=args, train_dataset=dataset)
 
 
 def grpo_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -132,12 +136,113 @@ def test_trainer_with_shared_prompts_trains_as_trl(two_layer_model_dir: str, tmp
         torch.testing.assert_close(mine, theirs[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_prompts_are_not_shared_across_group_adapters(toy_model_dir: str, tmp_path: Path) -> None:
-    trainer = make_trainer(toy_model_dir, tmp_path, group_conditioning="adapter")
-    body = BodyInputs(trainer.model)
-    trainer.train()
-    rows = CPU_ARGS["per_device_train_batch_size"]
-    assert body.shapes and all(shape[0] == rows for shape in body.shapes)
+def randomized_group_adapters(trainer: PGRPOTrainer, seed: int = 0) -> None:
+    """Give every group adapter non-zero weights (PEFT starts B at 0), different per group, the same for a seed."""
+    adapters = trainer.group_adapters
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for index in range(len(adapters.names)):
+            for key, parameter in adapters.parameters(index).items():
+                parameter.normal_(std=0.5 if ".lora_B." in key else 0.3, generator=generator)
+
+
+def adapter_rows(ids: torch.Tensor) -> torch.Tensor:
+    """Each row's adapter (0, 1; -1 = shared weights): by prompt, except that one prompt's rows are split between
+    adapters 0 and 1 and one more prompt's between adapter 1 and the shared weights (anonymous users: the same
+    request from two groups)."""
+    _, prompt = distinct_rows(ids[:, :PROMPT])
+    rows = prompt % 2
+    rows[(prompt == 0).nonzero()[0]] = 1 - rows[(prompt == 0).nonzero()[0]]
+    rows[(prompt == 1).nonzero()[0]] = -1
+    return rows
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_group_adapters_share_a_prompt_only_within_its_adapter(
+    two_layer_model_dir: str, tmp_path: Path, grad: bool
+) -> None:
+    trainer = make_trainer(two_layer_model_dir, tmp_path, group_conditioning="adapter")
+    randomized_group_adapters(trainer)
+    model = trainer.model
+    _, _, ids, mask = grpo_batch(model.config.vocab_size)
+    rows = adapter_rows(ids)
+    assert len(distinct_rows(ids[:, :PROMPT], rows)[0]) == PROMPTS + 2
+    body = BodyInputs(model)
+    results = {}
+    for share in (False, True):
+        trainer.share_prompt_prefix = share
+        with trainer.group_adapters.router.route(rows):
+            results[share] = loss_pass(trainer, ids, mask, COMPLETION, grad)
+    # the prompt pass runs once per distinct (prompt, adapter) pair: 4 prompts, two of them split in two
+    assert body.shapes == [tuple(ids.shape), (PROMPTS + 2, PROMPT - 1), (len(ids), COMPLETION + 1)]
+    (logps, entropies, grads), (shared_logps, shared_entropies, shared_grads) = results[False], results[True]
+    torch.testing.assert_close(shared_logps, logps, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shared_entropies, entropies, rtol=1e-5, atol=1e-6)
+    assert len(shared_grads) == len(grads) == (len([p for p in model.parameters() if p.requires_grad]) if grad else 0)
+    for mine, theirs in zip(shared_grads, grads, strict=True):  # summation order: relative to the tensor's scale
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()))
+    # the adapters matter: the same rows through the shared weights alone give other log-probabilities
+    with trainer.group_adapters.router.route(torch.full_like(rows, -1)):
+        unrouted, _, _ = loss_pass(trainer, ids, mask, COMPLETION, grad=False)
+    assert (unrouted - logps).abs().max() > 0.05
+
+
+def test_generation_with_group_adapters_prefills_each_prompt_and_adapter_once(
+    two_layer_model_dir: str, tmp_path: Path
+) -> None:
+    trainer = make_trainer(two_layer_model_dir, tmp_path, group_conditioning="adapter")
+    randomized_group_adapters(trainer)
+    model, router = trainer.model, trainer.group_adapters.router
+    prompts, prompt_mask, _, _ = grpo_batch(model.config.vocab_size)
+    ids, mask = prompts.repeat_interleave(GENERATIONS, 0), prompt_mask.repeat_interleave(GENERATIONS, 0)
+    rows = adapter_rows(ids)
+    options = {"do_sample": False, "max_new_tokens": 6, "return_dict_in_generate": True, "output_scores": True}
+    body = BodyInputs(model)
+    with torch.no_grad(), router.route(rows):
+        plain = model.generate(input_ids=ids, attention_mask=mask, **options)
+        prefill_calls = len(body.shapes)
+        shared = generate_with_shared_prefill(model, model.generate, ids, mask, router, **options)
+        without_routing = model.generate(input_ids=ids, attention_mask=mask, **options)  # routing restored
+    assert body.shapes[prefill_calls] == (PROMPTS + 2, PROMPT - 1)
+    assert torch.equal(shared.sequences, plain.sequences) and torch.equal(without_routing.sequences, plain.sequences)
+    for mine, theirs in zip(shared.scores, plain.scores, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    with torch.no_grad(), router.route(torch.full_like(rows, -1)):  # the adapters matter
+        unrouted = model.generate(input_ids=ids, attention_mask=mask, **options)
+    assert max(float((a - b).abs().max()) for a, b in zip(unrouted.scores, plain.scores, strict=True)) > 0.05
+
+
+def test_trainer_with_group_adapters_and_shared_prompts_trains_as_without_sharing(
+    two_layer_model_dir: str, tmp_path: Path
+) -> None:
+    """Anonymous users (every prompt the same text, two groups): a batch's rows share the prompt within a group only,
+    and three steps train the shared weights and every group's adapter as the unshared trainer does. SGD, so that
+    each update is the gradient (Adam turns float noise on near-zero gradients into updates of the learning rate)."""
+    groups = ["small" if i % 4 == 0 else "big" for i in range(32)]
+    dataset = Dataset.from_dict({"prompt": ["say something for group"] * len(groups), "group": groups})
+    trainers, bodies = {}, {}
+    for share in (False, True):
+        trainer = make_trainer(
+            two_layer_model_dir, tmp_path / str(share), max_steps=3, group_conditioning="adapter",
+            group_sampling_alpha=0.0, optim="sgd", learning_rate=0.1, train_dataset=dataset,
+        )  # fmt: skip  # balanced sampling: both groups in most batches
+        randomized_group_adapters(trainer)
+        trainer.share_prompt_prefix = share
+        bodies[share] = BodyInputs(trainer.model)
+        initial = {name: weight.clone() for name, weight in trainer.model.state_dict().items()}
+        trainer.train()
+        trainers[share] = trainer
+    prompt_tokens = len(trainers[True].processing_class("say something for group")["input_ids"])
+    prefills = [rows for rows, positions in bodies[True].shapes if positions == prompt_tokens - 1]
+    assert len(prefills) == 2 * 3 and set(prefills) <= {1, 2} and 2 in prefills  # one per (prompt, group) present
+    assert all(rows == CPU_ARGS["per_device_train_batch_size"] for rows, _ in bodies[False].shapes)
+    losses = {share: [e["loss"] for e in t.state.log_history if "loss" in e] for share, t in trainers.items()}
+    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-4, atol=1e-6)
+    theirs = trainers[False].model.state_dict()
+    for name, mine in trainers[True].model.state_dict().items():
+        update = theirs[name] - initial[name]
+        torch.testing.assert_close(mine - initial[name], update, rtol=0, atol=1e-6 + 1e-2 * float(update.abs().max()))
+    assert any(".lora_B.group_small" in name and (w - initial[name]).abs().max() > 1e-4 for name, w in theirs.items())
 
 
 def test_a_model_that_returns_no_shareable_cache_gets_the_unshared_call(

@@ -19,11 +19,12 @@ keep the step bit for bit, the third up to floating-point summation order:
 3. **Each distinct prompt goes through the body once** (:mod:`pgrpo.trainer.prefix`), in generation's prefill and
    in the loss's forward and backward, instead of once per completion (``num_generations`` times): on SmolLM2's
    ~45-token chat prompts and 32-token completions, ~40% of the loss's positions. Equal up to floating-point summation
-   order (GEMMs of fewer rows), except that rows sharing a prompt share its LoRA dropout mask there. Not with
-   per-row group adapters (rows with the same prompt may route to different adapters), gradient checkpointing (no
-   cache while training), a model wrapped for distributed training (its forward must run once per backward), extra
-   model inputs (images), MoE router losses, beam search or several sequences per prompt in ``generate``, static
-   caches, or caches other than keys and values (state-space, linear attention: the unshared call runs instead);
+   order (GEMMs of fewer rows), except that rows sharing a prompt share its LoRA dropout mask there. With per-row
+   group adapters, rows share a prompt only if they also share its adapter (``_prefix_router``). Not with gradient
+   checkpointing (no cache while training), a model wrapped for distributed training (its forward must run once per
+   backward), extra model inputs (images), MoE router losses, beam search or several sequences per prompt in
+   ``generate``, static caches, or caches other than keys and values (state-space, linear attention: the unshared call
+   runs instead);
    ``share_prompt_prefix = False`` turns it off alone.
 
 ``cpu_fast_path = False`` on the trainer (class or instance) turns all three off: the step is then TRL's as it is.
@@ -40,7 +41,7 @@ import torch
 import trl.trainer.utils as trl_utils
 
 from pgrpo.trainer.config import CHECKPOINTING_FIELD
-from pgrpo.trainer.prefix import generate_with_shared_prefill, shared_prefix_forward
+from pgrpo.trainer.prefix import RowRouting, generate_with_shared_prefill, shared_prefix_forward
 
 # The TRL function whose answer decides whether the fused LM head scores only the labelled positions (trl 1.16).
 _COMPACT_SWITCH = "_use_triton"
@@ -74,8 +75,9 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 @contextmanager
-def shared_prefill(model: Any) -> Iterator[None]:
-    """Within the block, ``model.generate`` on prompt ids alone prefills each distinct prompt once."""
+def shared_prefill(model: Any, router: RowRouting | None = None) -> Iterator[None]:
+    """Within the block, ``model.generate`` on prompt ids alone prefills each distinct prompt (and, with a ``router``,
+    adapter) once."""
     own = "generate" in vars(model)  # an instance attribute (a wrapper) is kept, and restored
     generate = model.generate
 
@@ -90,7 +92,7 @@ def shared_prefill(model: Any) -> Iterator[None]:
         )
         if plain:
             return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        return generate_with_shared_prefill(model, generate, input_ids, attention_mask, **kwargs)
+        return generate_with_shared_prefill(model, generate, input_ids, attention_mask, router, **kwargs)
 
     model.generate = prefilling_generate
     try:
@@ -105,12 +107,13 @@ def shared_prefill(model: Any) -> Iterator[None]:
 class SharedPrefixCall:
     """Calls ``model`` as TRL's log-probability loop does, each distinct prompt's positions through it once."""
 
-    def __init__(self, model: Any, prompt_length: int) -> None:
-        self.model, self.prompt_length = model, prompt_length
+    def __init__(self, model: Any, prompt_length: int, router: RowRouting | None = None) -> None:
+        self.model, self.prompt_length, self.router = model, prompt_length, router
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
         # the last prompt position predicts the first completion token: it stays with the scored positions
-        return shared_prefix_forward(self.model, input_ids, attention_mask, self.prompt_length - 1, **kwargs)
+        prefix = self.prompt_length - 1
+        return shared_prefix_forward(self.model, input_ids, attention_mask, prefix, self.router, **kwargs)
 
 
 class CPUFastPath:
@@ -127,6 +130,11 @@ class CPUFastPath:
         """Whether prompts repeated in a batch may share their positions' work (a subclass may forbid it)."""
         return self.share_prompt_prefix
 
+    def _prefix_router(self) -> RowRouting | None:
+        """The per-row routing of the model's forwards (group adapters), or None: rows share a prompt only if they
+        share its routed row too."""
+        return None
+
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, **inputs: Any):  # fmt: skip
         logps = functools.partial(super()._get_per_token_logps_and_entropies, batch_size=batch_size,
@@ -141,13 +149,13 @@ class CPUFastPath:
             and not getattr(self.model.config.get_text_config(), "output_router_logits", False)  # MoE aux loss
         )
         if shared:
-            model = SharedPrefixCall(model, input_ids.shape[1] - logits_to_keep)
+            model = SharedPrefixCall(model, input_ids.shape[1] - logits_to_keep, self._prefix_router())
         with compact_lm_head():
             return logps(model, input_ids, attention_mask, logits_to_keep)
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
         if not self._on_cpu_fast_path():
             return super()._generate_single_turn(*args, **kwargs)
-        prefill = shared_prefill(self.model) if self._shares_prompt_prefix() else nullcontext()
+        prefill = shared_prefill(self.model, self._prefix_router()) if self._shares_prompt_prefix() else nullcontext()
         with torch_threads(self.generation_threads), prefill:
             return super()._generate_single_turn(*args, **kwargs)

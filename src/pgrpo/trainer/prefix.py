@@ -12,13 +12,18 @@ mask), same masks, same arithmetic per row: the log-probabilities, their gradien
 unshared ones up to floating-point summation order (GEMMs of P instead of B rows). One thing changes where the model
 has dropout in train mode (PEFT's ``lora_dropout``): rows that share a prompt share its dropout mask there.
 
+With per-row group adapters (a ``router`` whose ``rows`` give each row's adapter), rows share a prompt's positions
+only if they also share an adapter: the distinct rows are the distinct (prompt, adapter) pairs, and the prompt pass is
+routed with those pairs' adapters (GRPO repeats a prompt with its group, so the G-fold saving stays).
+
     first, inverse = distinct_rows(prompt_ids, prompt_mask)   # prompt_ids[first][inverse] == prompt_ids
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol
 
 import torch
 
@@ -43,12 +48,25 @@ def distinct_rows(*columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return firsts[order], rank[sorted_inverse]
 
 
+class RowRouting(Protocol):
+    """Per-row routing of the forwards to come (:class:`pgrpo.models.adapters.GroupRouter`): ``rows`` (B,) or None."""
+
+    rows: torch.Tensor | None
+
+    def route(self, rows: torch.Tensor | None) -> AbstractContextManager: ...
+
+
 # Cache layers that hold only keys and values per position, which batch_select_indices copies whole (transformers 5.x).
 SHAREABLE_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")
 
 
 def shared_cache(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_length: int, counted_positions: bool
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prefix_length: int,
+    counted_positions: bool,
+    router: RowRouting | None = None,
 ) -> tuple[str, Any] | None:
     """The key/value cache of every row's first ``prefix_length`` positions, computed once per distinct prefix and
     copied to every row: the cache's keyword and the cache, or ``None`` when there is nothing to share (no prefix, no
@@ -59,17 +77,22 @@ def shared_cache(
         input_ids, attention_mask: (B, T); rows whose first ``prefix_length`` ids and mask agree share that prefix.
         counted_positions: give left-padded rows the positions ``generate`` gives them (counted along the attention
             mask) instead of a plain forward's ``0 .. prefix_length - 1``.
+        router: per-row routing (group adapters); rows share a prefix only if their routed rows agree too, and the
+            prefix pass is routed with the distinct rows' own.
     Only the last position's logits are computed (``logits_to_keep=1``). The keyword is ``cache`` on transformers
     releases that renamed ``past_key_values``.
     """
     if prefix_length < 1:
         return None
-    first, inverse = distinct_rows(input_ids[:, :prefix_length], attention_mask[:, :prefix_length])
+    routed = None if router is None else router.rows
+    keys = [input_ids[:, :prefix_length], attention_mask[:, :prefix_length]]
+    first, inverse = distinct_rows(*keys, *([] if routed is None else [routed.to(input_ids.device)]))
     if len(first) == len(input_ids):
         return None
     ids, mask = input_ids[first, :prefix_length], attention_mask[first, :prefix_length]
     options = {"position_ids": (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)} if counted_positions else {}
-    output = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **options)
+    with nullcontext() if routed is None else router.route(routed[first.to(routed.device)]):
+        output = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **options)
     name = "cache" if output.get("cache") is not None else "past_key_values"
     cache = output.get(name)
     layers = getattr(cache, "layers", None)
@@ -86,6 +109,7 @@ def shared_prefix_forward(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     prefix_length: int,
+    router: RowRouting | None = None,
     **kwargs: Any,
 ) -> Any:
     """``model(input_ids=..., attention_mask=..., **kwargs)`` with the first ``prefix_length`` positions shared.
@@ -94,13 +118,14 @@ def shared_prefix_forward(
         input_ids, attention_mask: (B, T); rows whose first ``prefix_length`` ids and mask agree share that prefix.
         prefix_length: positions of the shared prefix (for GRPO's loss: the prompt length - 1, so that the last
             prompt position, which predicts the first completion token, is scored in the second call).
+        router: per-row routing of both calls (group adapters), as in :func:`shared_cache`.
         kwargs: passed to the second call only, with its per-position tensors (``labels``) cut to positions
             ``prefix_length:``.
     Returns:
         The output of the call on positions ``prefix_length:`` (its per-position fields have T - prefix_length
         positions), or the plain call's output when no two rows share the prefix.
     """
-    shared = shared_cache(model, input_ids, attention_mask, prefix_length, counted_positions=False)
+    shared = shared_cache(model, input_ids, attention_mask, prefix_length, counted_positions=False, router=router)
     if shared is None:
         return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     name, cache = shared
@@ -109,14 +134,21 @@ def shared_prefix_forward(
 
 
 def generate_with_shared_prefill(
-    model: Any, generate: Callable[..., Any], input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
+    model: Any,
+    generate: Callable[..., Any],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    router: RowRouting | None = None,
+    **kwargs: Any,
 ) -> Any:
     """``generate(input_ids=..., attention_mask=..., **kwargs)``, each distinct prompt prefilled once.
 
     Every prompt position but the last is run for the distinct prompts only, at the positions ``generate`` gives
     left-padded rows (counted along the attention mask); ``generate`` then starts from that cache, copied to every
-    row, with the last prompt position. ``generate`` is the model's own (or a wrapper of it).
+    row, with the last prompt position. ``generate`` is the model's own (or a wrapper of it); ``router``: per-row
+    routing (group adapters), as in :func:`shared_cache`.
     """
-    shared = shared_cache(model, input_ids, attention_mask, input_ids.shape[1] - 1, counted_positions=True)
+    prefix = input_ids.shape[1] - 1
+    shared = shared_cache(model, input_ids, attention_mask, prefix, counted_positions=True, router=router)
     cache = {} if shared is None else dict([shared])
     return generate(input_ids=input_ids, attention_mask=attention_mask, **cache, **kwargs)

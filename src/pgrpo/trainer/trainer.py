@@ -48,6 +48,7 @@ from pgrpo.core.metrics import nonfinite_counts
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
 from pgrpo.trainer.config import PGRPOConfig
 from pgrpo.trainer.cpu import CPUFastPath
+from pgrpo.trainer.prefix import RowRouting
 from pgrpo.trainer.sampler import GroupBalancedSampler
 from pgrpo.trainer.trl_surface import check_trl_version
 
@@ -208,9 +209,9 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
             return logps(input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
         return routed_chunks(logps, router, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
 
-    def _shares_prompt_prefix(self) -> bool:
+    def _prefix_router(self) -> RowRouting | None:
         # rows with the same prompt may belong to different groups, so to different adapters
-        return self.group_adapters is None and super()._shares_prompt_prefix()
+        return self.group_adapters.router if self.group_adapters else None
 
     def _compute_loss(self, model, inputs):
         if self.group_adapters is None:
