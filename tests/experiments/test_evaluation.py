@@ -9,7 +9,7 @@ from dataclasses import replace
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pgrpo.experiments.evaluation import balanced_rows, evaluate_policy, sequence_logprobs
+from pgrpo.experiments.evaluation import balanced_rows, evaluate_policy, perplexity, sequence_logprobs
 from pgrpo.testing import toy_task
 
 
@@ -37,14 +37,35 @@ def test_batched_logprobs_equal_one_sequence_at_a_time(toy_model_dir: str) -> No
     assert expected_counts == [4, 1, 8, 2, 6, 2]  # words of each completion + EOS
 
 
+def test_batched_perplexity_equals_one_text_at_a_time(toy_model_dir: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    texts = ["say something for group big up up", "up", "down left", "group small say up down left right", "say up"]
+    nll, tokens = 0.0, 0
+    with torch.no_grad():  # the plain way: one unpadded text per forward pass; a one-token text predicts nothing
+        for text in texts:
+            ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+            logps = torch.log_softmax(model(ids).logits[0, :-1].double(), -1).gather(1, ids[0, 1:, None])
+            nll, tokens = nll - float(logps.sum()), tokens + ids.shape[1] - 1
+    assert tokens == 6 + 0 + 1 + 6 + 1
+    for batch_size in (1, 2, 16):
+        assert math.isclose(
+            perplexity(model, tokenizer, texts, batch_size=batch_size), math.exp(nll / tokens), rel_tol=1e-5
+        )
+
+
 def test_evaluation_counts_prompts_per_group_round_robin(toy_model_dir: str) -> None:
     model = AutoModelForCausalLM.from_pretrained(toy_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
     task = toy_task()  # held out: 12 "big" and 4 "small" prompts
-    results = evaluate_policy(model, tokenizer, task, reference=model, num_prompts=10, samples=2, max_new_tokens=4)
+    copy = AutoModelForCausalLM.from_pretrained(toy_model_dir)
+    results = evaluate_policy(model, tokenizer, task, reference=copy, num_prompts=10, samples=2, max_new_tokens=4)
     assert results["per_group_prompts"] == {"big": 6, "small": 4}  # big, small alternate until small runs out
     assert results["num_prompts"] == 10 and set(results["per_group_sampled"]) == {"big", "small"}
-    assert math.isclose(results["kl_to_initial"], 0.0, abs_tol=1e-6)  # the policy is its own reference
+    assert math.isclose(results["kl_to_initial"], 0.0, abs_tol=1e-6)  # estimated against an equal copy
+    itself = evaluate_policy(model, tokenizer, task, reference=model, num_prompts=10, samples=2, max_new_tokens=4)
+    assert itself["kl_to_initial"] == 0.0  # not estimated: a policy against itself (a frozen reference run)
+    assert itself["perplexity_initial"] == itself["perplexity"] == results["perplexity_initial"]
 
 
 def test_capability_probe_reads_the_held_out_real_text_of_the_evaluated_rows(toy_model_dir: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
 from pgrpo.models import (
@@ -178,3 +179,25 @@ def test_prompts_are_encoded_as_trl_encodes_them_for_training(toy_model_dir: str
     assert encode_prompts(tokenizer, prompts, chat=True) == [list(ids) for ids in trl_chat]
     assert encode_prompts(tokenizer, prompts, chat=False) == [list(ids) for ids in trl_plain]
     assert [ids.count(bos) for ids in encode_prompts(tokenizer, prompts, chat=True)] == [1, 1]
+
+
+def test_generation_prefills_a_repeated_prompt_once_with_the_completions_of_each_prompt_alone(
+    toy_model_dir: str,
+) -> None:
+    """Held-out samples repeat each prompt: its positions go through the body once per batch, and every completion is
+    the one the prompt gets alone (greedy, unpadded, one at a time: an independent reference)."""
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    prompts = ["say something for group big", "say up", "group right right down left"]  # distinct lengths: padding
+    repeated = [prompt for prompt in prompts for _ in range(3)]
+    rows: list[int] = []
+    model.model.register_forward_pre_hook(lambda m, a, k: rows.append(k["input_ids"].shape[0]), with_kwargs=True)
+    texts = generate_completions(model, tokenizer, repeated, max_new_tokens=6)
+    assert rows[0] == len(prompts) and set(rows[1:]) == {len(repeated)}  # the prefill, then every row's decoding
+    alone = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        alone.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
+    assert texts == [text for text in alone for _ in range(3)]
+    assert len(set(alone)) > 1  # the prompts get different completions: a mix-up of rows would show

@@ -1,4 +1,4 @@
-"""Shared prompt prefixes (pgrpo.trainer.prefix): each distinct prompt through the body once, the same results."""
+"""Shared prompt prefixes (pgrpo.models.prefix): each distinct prompt through the body once, the same results."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from datasets import Dataset
 
+from pgrpo.models.prefix import distinct_rows, generate_with_shared_prefill
 from pgrpo.testing import CPU_ARGS, build_toy_model_dir, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
-from pgrpo.trainer.prefix import distinct_rows, generate_with_shared_prefill
 from tests.trainer.test_cpu_fast_path import loss_pass, trained_trl_reference
 
 PROMPTS, GENERATIONS, PROMPT, COMPLETION = 4, 3, 6, 5

@@ -124,9 +124,11 @@ def perplexity(
     batch_size: int = 16,
 ) -> float:
     """exp(mean token negative log-likelihood) of ``texts`` (text i routed through ``groups[i]``'s adapter), in
-    right-padded batches of ``batch_size`` (padding after every real token: each keeps its unpadded context)."""
+    right-padded batches of ``batch_size`` (padding after every real token: each keeps its unpadded context), texts
+    of similar length batched together (less padding)."""
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     rows = [i for i, ids in enumerate(encoded) if len(ids) >= 2]  # a text of one token predicts nothing
+    rows.sort(key=lambda i: len(encoded[i]))
     route = None if groups is None else [groups[i] for i in rows]
     nll, tokens = 0.0, 0
     for begin in range(0, len(rows), batch_size):
@@ -197,8 +199,9 @@ def evaluate_policy(
     held-out samples come from the distribution RL trained, not transformers' default top-50 truncation of it.
     ``examples``: two prompts per group with their first sampled (and greedy) completion. ``reference_cache``: the
     reference's perplexity per tuple of texts, kept by a caller evaluating many policies against one reference.
-    ``kl_samples``: the KL on the first ``kl_samples`` samples of each prompt (0: all). ``prompt_perplexity``: also
-    the held-out prompts' perplexity (``reference_text``, where the task has it, is the better probe).
+    ``kl_samples``: the KL on the first ``kl_samples`` samples of each prompt (0: all); ``reference`` may be ``model``
+    itself (a policy that was not updated, learning rate 0): its KL is then 0, not estimated. ``prompt_perplexity``:
+    also the held-out prompts' perplexity (``reference_text``, where the task has it, is the better probe).
     """
     group_column = group_column or task.group_column
     conditioning = conditioning or GroupConditioning()  # none: every group asked alike
@@ -234,12 +237,15 @@ def evaluate_policy(
         **reference_text_perplexity(model, reference and initial_perplexity, tokenizer, rows, route),
         "examples": examples(groups, model_inputs, sampled[::samples], greedy_texts),
     }
-    if reference is not None:
+    if reference is model:  # a policy that was not updated: its KL to itself is 0
+        results["kl_to_initial"] = 0.0
+    elif reference is not None:
         kept = [i for i in range(len(sampled)) if not kl_samples or i % samples < kl_samples]
         results["kl_to_initial"] = kl_to_reference(
             model, reference, tokenizer, [sampled_prompts[i] for i in kept], [sampled[i] for i in kept], chat,
             sampled_route and [sampled_route[i] for i in kept],
         )  # fmt: skip
+    if reference is not None:
         results |= {"perplexity_initial": initial_perplexity(model_inputs)} if prompt_perplexity else {}
     model.train(was_training)
     return results

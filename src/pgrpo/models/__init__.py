@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from pgrpo.core.conditioning import GroupConditioning
 from pgrpo.models.cache import default_cache_dir
+from pgrpo.models.prefix import generate_with_shared_prefill
 from pgrpo.models.smollm2 import load_smollm2, smollm2_path
 from pgrpo.models.tiny import build_tiny_policy, build_word_tokenizer, tiny_policy_path
 from pgrpo.tasks.base import Task
@@ -132,6 +133,13 @@ def routed(model: PreTrainedModel, groups: Sequence[Any] | None, rows: slice) ->
     return route_groups(model, groups[rows])
 
 
+def group_router(model: PreTrainedModel) -> Any:
+    """The row router of ``model``'s group adapters (:class:`pgrpo.models.adapters.GroupRouter`)."""
+    from pgrpo.models.adapters import find_group_adapters  # peft is imported only where adapters are used
+
+    return find_group_adapters(model).router
+
+
 @torch.no_grad()
 def generate_completions(
     model: PreTrainedModel,
@@ -147,7 +155,9 @@ def generate_completions(
     """Completion text for each task prompt (encoded by :func:`encode_prompts`; left-padded batches, greedy unless
     ``do_sample``); ``groups``: each prompt's group, for a model with group adapters (:func:`routed`); ``sampling``:
     ``generate`` options of the sampler (e.g. ``{"top_k": 0}``; unset ones come from the model's generation config,
-    whose unset ``top_k`` transformers takes as 50)."""
+    whose unset ``top_k`` transformers takes as 50). A prompt repeated in a batch (several samples of it) is
+    prefilled once (:func:`pgrpo.models.prefix.generate_with_shared_prefill`; the same completions up to
+    floating-point summation order)."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     texts: list[str] = []
     try:
@@ -155,8 +165,12 @@ def generate_completions(
             ids = encode_prompts(tokenizer, prompts[start : start + batch_size], chat)
             batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
             with routed(model, groups, slice(start, start + batch_size)):
-                out = model.generate(
-                    **batch,
+                out = generate_with_shared_prefill(
+                    model,
+                    model.generate,
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    router=None if groups is None else group_router(model),
                     max_new_tokens=max_new_tokens,
                     do_sample=do_sample,
                     pad_token_id=tokenizer.pad_token_id,

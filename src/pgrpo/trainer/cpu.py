@@ -16,7 +16,7 @@ keep the step bit for bit, the third up to floating-point summation order:
    with two OpenMP threads on a machine whose cores are shared, every op waits at a barrier for a thread the
    scheduler has parked (5x slower decoding was measured on the shared 2-core machine). Generation restores
    the thread count when it ends; set ``generation_threads`` on the trainer (``None``: keep torch's) to change it.
-3. **Each distinct prompt goes through the body once** (:mod:`pgrpo.trainer.prefix`), in generation's prefill and
+3. **Each distinct prompt goes through the body once** (:mod:`pgrpo.models.prefix`), in generation's prefill and
    in the loss's forward and backward, instead of once per completion (``num_generations`` times): on SmolLM2's
    ~45-token chat prompts and 32-token completions, ~40% of the loss's positions. Equal up to floating-point summation
    order (GEMMs of fewer rows), except that rows sharing a prompt share its LoRA dropout mask there. With per-row
@@ -40,8 +40,8 @@ from typing import Any
 import torch
 import trl.trainer.utils as trl_utils
 
+from pgrpo.models.prefix import RowRouting, generate_with_shared_prefill, shared_prefix_forward
 from pgrpo.trainer.config import CHECKPOINTING_FIELD
-from pgrpo.trainer.prefix import RowRouting, generate_with_shared_prefill, shared_prefix_forward
 
 # The TRL function whose answer decides whether the fused LM head scores only the labelled positions (trl 1.16).
 _COMPACT_SWITCH = "_use_triton"

@@ -45,10 +45,10 @@ from pgrpo.core import AdvantageEngine, RunningGroupRewards, group_metrics
 from pgrpo.core.conditioning import PromptConditioning
 from pgrpo.core.labels import GroupLabels, check_labels
 from pgrpo.core.metrics import nonfinite_counts
+from pgrpo.models.prefix import RowRouting
 from pgrpo.trainer.adapters import ROWS_KEY, attach_group_adapters, routed_chunks
 from pgrpo.trainer.config import PGRPOConfig
 from pgrpo.trainer.cpu import CPUFastPath
-from pgrpo.trainer.prefix import RowRouting
 from pgrpo.trainer.sampler import GroupBalancedSampler
 from pgrpo.trainer.trl_surface import check_trl_version
 
