@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
 from pgrpo.cli import console, main
@@ -55,6 +56,7 @@ def test_train_logs_each_step_in_one_line_and_ends_with_the_held_out_table(
     assert main(train_argv(toy_model_dir, run_dir, "--beta", "0.01")) == 0  # --disable_tqdm: transformers' printer
     out = capsys.readouterr().out
     assert "{'loss'" not in out and "'completions/mean_length'" not in out  # TRL's dict of every metric
+    assert "train_runtime" not in out  # transformers' end-of-training dict: the report's first line says it
     for m in read_metrics(run_dir / "metrics.jsonl"):
         line = f"step {m['step']}/2  reward {m['reward']:.3f}  worst group {m['group/worst_reward_running']:.3f}  "
         assert f"{line}loss {m['loss']:.4f}  kl {m['kl']:.4f}\n" in out
@@ -70,6 +72,29 @@ def test_train_logs_each_step_in_one_line_and_ends_with_the_held_out_table(
     assert f", {evaluation['worst_group_sampled']:.3f} (sampled)\n" in out
     assert f"KL to the initial policy: {evaluation['kl_to_initial']:.4f} per token\n" in out
     assert f"run directory: {run_dir} (" in out and "eval: {" not in out
+
+
+def test_a_frozen_run_is_its_own_initial_policy(
+    toy_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Learning rate 0 (a bench's frozen reference): no update, so no copy of the initial policy is loaded for the
+    evaluation and the KL to it is 0, not estimated; a trained run loads and estimates it."""
+    loaded: list[str] = []
+
+    class Recording:
+        @staticmethod
+        def from_pretrained(path, *args, **kwargs):
+            loaded.append(str(path))
+            return AutoModelForCausalLM.from_pretrained(path, *args, **kwargs)
+
+    monkeypatch.setattr("pgrpo.experiments.train.AutoModelForCausalLM", Recording)  # the evaluation's reference
+    assert main(train_argv(toy_model_dir, tmp_path / "frozen", "--learning_rate", "0")) == 0
+    assert loaded == []
+    assert main(train_argv(toy_model_dir, tmp_path / "trained", "--learning_rate", "0.05")) == 0
+    assert loaded == [toy_model_dir]
+    frozen, trained = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("frozen", "trained"))
+    assert frozen["kl_to_initial"] == 0.0 and frozen["perplexity_initial"] == frozen["perplexity"]
+    assert math.isfinite(trained["kl_to_initial"]) and trained["perplexity_initial"] == frozen["perplexity"]
 
 
 def test_finished_run_is_never_overwritten_without_the_flag(toy_model_dir: str, tmp_path: Path) -> None:

@@ -25,8 +25,10 @@ def test_with_the_progress_bar_a_logged_step_is_one_short_line(capsys: pytest.Ca
     callback.on_train_begin(None, state, control)
     logs = {"loss": 0.5, "reward": 0.25, "group/worst_reward_running": 0.125, "kl": 0.001}
     callback.on_log(None, state, control, logs={**logs, **{f"completions/metric_{i}": 1.0 for i in range(60)}})
-    callback.on_log(None, state, control, logs={"train_runtime": 1.5})  # not a training step: as transformers has it
+    callback.on_log(None, state, control, logs={"eval_loss": 1.5})  # not a training step: as transformers has it
+    callback.on_log(None, state, control, logs={"train_runtime": 1.5, "train_loss": 0.5})  # the end of training
     callback.on_train_end(None, state, control)
     out = capsys.readouterr().out
     assert "step 3/10  reward 0.250  worst group 0.125  loss 0.5000  kl 0.0010\n" in out
-    assert "completions/metric_" not in out and "{'train_runtime': '1.5'}" in out
+    assert "completions/metric_" not in out and "{'eval_loss': '1.5'}" in out
+    assert "train_runtime" not in out  # `pgrpo train`'s report says steps and time

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pgrpo.experiments.evaluation import balanced_rows, evaluate_policy, perplexity, sequence_logprobs
+from pgrpo.models.adapters import GroupAdapters, route_groups
 from pgrpo.testing import toy_task
 
 
@@ -54,18 +55,49 @@ def test_batched_perplexity_equals_one_text_at_a_time(toy_model_dir: str) -> Non
         )
 
 
+def test_batched_perplexity_routes_each_text_through_its_groups_adapter(toy_model_dir: str) -> None:
+    """Texts batched by length, not in the given order: each still goes through its own group's adapter."""
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    adapters = GroupAdapters(model, ["a", "b"], r=4, alpha=8)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # adapters that differ on purpose (PEFT starts B at 0)
+        for index in range(2):
+            for parameter in adapters.parameters(index).values():
+                parameter.normal_(std=0.5, generator=generator)
+    texts = ["say something for group big up up", "down left", "group small say up down left right", "say up"]
+    groups = ["a", "b", "b", "a"]  # the given order is not the length order
+    nll, tokens = 0.0, 0
+    with torch.no_grad():  # one unpadded text per forward, routed alone
+        for text, group in zip(texts, groups, strict=True):
+            ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+            with route_groups(model, [group]):
+                logps = torch.log_softmax(model(ids).logits[0, :-1].double(), -1).gather(1, ids[0, 1:, None])
+            nll, tokens = nll - float(logps.sum()), tokens + ids.shape[1] - 1
+    expected = math.exp(nll / tokens)
+    assert math.isclose(perplexity(model, tokenizer, texts, groups, batch_size=2), expected, rel_tol=1e-5)
+    swapped = perplexity(model, tokenizer, texts, ["b", "a", "a", "b"], batch_size=2)
+    assert abs(swapped / expected - 1) > 0.01  # the adapters matter
+
+
 def test_evaluation_counts_prompts_per_group_round_robin(toy_model_dir: str) -> None:
     model = AutoModelForCausalLM.from_pretrained(toy_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
     task = toy_task()  # held out: 12 "big" and 4 "small" prompts
-    copy = AutoModelForCausalLM.from_pretrained(toy_model_dir)
-    results = evaluate_policy(model, tokenizer, task, reference=copy, num_prompts=10, samples=2, max_new_tokens=4)
+    other = AutoModelForCausalLM.from_pretrained(toy_model_dir)
+    with torch.no_grad():
+        other.lm_head.weight.add_(0.5 * torch.randn_like(other.lm_head.weight))
+    cache: dict = {}
+    results = evaluate_policy(model, tokenizer, task, other, num_prompts=10, samples=2, max_new_tokens=4,
+                              reference_cache=cache)  # fmt: skip
     assert results["per_group_prompts"] == {"big": 6, "small": 4}  # big, small alternate until small runs out
     assert results["num_prompts"] == 10 and set(results["per_group_sampled"]) == {"big", "small"}
-    assert math.isclose(results["kl_to_initial"], 0.0, abs_tol=1e-6)  # estimated against an equal copy
-    itself = evaluate_policy(model, tokenizer, task, reference=model, num_prompts=10, samples=2, max_new_tokens=4)
-    assert itself["kl_to_initial"] == 0.0  # not estimated: a policy against itself (a frozen reference run)
-    assert itself["perplexity_initial"] == itself["perplexity"] == results["perplexity_initial"]
+    assert results["kl_to_initial"] > 0.01 and results["perplexity_initial"] != results["perplexity"]  # estimated
+    assert list(cache.values()) == [results["perplexity_initial"]]
+    itself = evaluate_policy(model, tokenizer, task, model, num_prompts=10, samples=2, max_new_tokens=4,
+                             reference_cache={})  # fmt: skip
+    assert itself["kl_to_initial"] == 0.0  # a policy against itself (a frozen reference run): not estimated
+    assert itself["perplexity_initial"] == itself["perplexity"] == results["perplexity"]
 
 
 def test_capability_probe_reads_the_held_out_real_text_of_the_evaluated_rows(toy_model_dir: str) -> None:
@@ -115,8 +147,11 @@ def test_the_initial_policys_perplexities_are_scored_once_per_cache(toy_model_di
     other = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
     with torch.no_grad():
         other.lm_head.weight.mul_(3.0)  # a reference that predicts differently
+    initial = AutoModelForCausalLM.from_pretrained(
+        toy_model_dir
+    ).eval()  # an equal copy (the policy itself is not scored)
     cache: dict = {}
-    first = evaluate_policy(model, tokenizer, toy_task(), model, num_prompts=6, samples=1, reference_cache=cache)
+    first = evaluate_policy(model, tokenizer, toy_task(), initial, num_prompts=6, samples=1, reference_cache=cache)
     assert list(cache.values()) == [first["perplexity_initial"]]  # keyed by the texts scored
     cached = evaluate_policy(model, tokenizer, toy_task(), other, num_prompts=6, samples=1, reference_cache=cache)
     fresh = evaluate_policy(model, tokenizer, toy_task(), other, num_prompts=6, samples=1)

@@ -201,3 +201,7 @@ def test_generation_prefills_a_repeated_prompt_once_with_the_completions_of_each
         alone.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
     assert texts == [text for text in alone for _ in range(3)]
     assert len(set(alone)) > 1  # the prompts get different completions: a mix-up of rows would show
+    model.generation_config.use_cache = False  # a shared prefill is a cache: this model's generation gets none
+    rows.clear()
+    assert generate_completions(model, tokenizer, repeated, max_new_tokens=6) == texts
+    assert rows[0] == len(repeated) and rows[1] == len(repeated)  # every row's every position, every step

@@ -45,15 +45,21 @@ def trained_trl_reference(model_dir: str, output_dir: Path, max_steps: int) -> G
 
 
 def loss_pass(
-    trainer: PGRPOTrainer, ids: torch.Tensor, mask: torch.Tensor, completion: int, grad: bool
+    trainer: PGRPOTrainer,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    completion: int,
+    grad: bool,
+    batch_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """The trainer's log-probabilities and entropies of the completions, and (with ``grad``) the parameters'
-    gradients of a fixed weighting of the log-probabilities (the gradients present, in parameter order)."""
+    """The trainer's log-probabilities and entropies of the completions (in chunks of ``batch_size`` rows, as TRL
+    asks, or at once), and (with ``grad``) the parameters' gradients of a fixed weighting of the log-probabilities
+    (the gradients present, in parameter order)."""
     model = trainer.model
     model.zero_grad()
     with torch.set_grad_enabled(grad):
         logps, entropies, _ = trainer._get_per_token_logps_and_entropies(
-            model, ids, mask, completion, compute_entropy=True
+            model, ids, mask, completion, batch_size=batch_size, compute_entropy=True
         )
     if grad:
         (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()

@@ -181,6 +181,15 @@ def test_group_adapters_share_a_prompt_only_within_its_adapter(
     assert len(shared_grads) == len(grads) == (len([p for p in model.parameters() if p.requires_grad]) if grad else 0)
     for mine, theirs in zip(shared_grads, grads, strict=True):  # summation order: relative to the tensor's scale
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5 * float(theirs.abs().max()))
+    # in TRL's chunks (5 + 5 + 2 rows, each routed with its own rows), sharing within each chunk: the same
+    with trainer.group_adapters.router.route(rows):
+        chunked, _, chunked_grads = loss_pass(trainer, ids, mask, COMPLETION, grad, batch_size=5)
+    chunks = [distinct_rows(ids[c, :PROMPT], rows[c])[0] for c in (slice(0, 5), slice(5, 10), slice(10, 12))]
+    shared_chunks = [len(first) for first, size in zip(chunks, (5, 5, 2), strict=True) if len(first) < size]
+    assert shared_chunks and [n for n, positions in body.shapes[3:] if positions == PROMPT - 1] == shared_chunks
+    torch.testing.assert_close(chunked, logps, rtol=1e-5, atol=1e-6)
+    for mine, theirs in zip(chunked_grads, grads, strict=True):  # summed in another order
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4 * float(theirs.abs().max()))
     # the adapters matter: the same rows through the shared weights alone give other log-probabilities
     with trainer.group_adapters.router.route(torch.full_like(rows, -1)):
         unrouted, _, _ = loss_pass(trainer, ids, mask, COMPLETION, grad=False)

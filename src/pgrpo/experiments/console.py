@@ -84,9 +84,13 @@ def step_line(state: TrainerState, logs: Mapping[str, Any]) -> str:
     return "  ".join(parts)
 
 
+END_OF_TRAINING = "train_runtime"  # in the logs ``Trainer.train`` ends with; ``run_report`` says it in its first line
+
+
 class StepLines:
     """Mixin for a transformers log callback: a training step's logs (those with a reward) become one ``step_line``,
-    written by ``write_step``; any other logs go to the callback's own ``on_log``."""
+    written by ``write_step``; the end-of-training summary is left out (``run_report`` gives steps and time); any
+    other logs go to the callback's own ``on_log``."""
 
     def on_log(
         self,
@@ -96,10 +100,10 @@ class StepLines:
         logs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if logs is None or "reward" not in logs:
-            super().on_log(args, state, control, logs=logs, **kwargs)
-        else:
+        if logs is not None and "reward" in logs:
             self.write_step(state, step_line(state, logs))
+        elif logs is None or END_OF_TRAINING not in logs:
+            super().on_log(args, state, control, logs=logs, **kwargs)
 
     def write_step(self, state: TrainerState, line: str) -> None:
         raise NotImplementedError

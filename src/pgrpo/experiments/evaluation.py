@@ -200,7 +200,8 @@ def evaluate_policy(
     ``examples``: two prompts per group with their first sampled (and greedy) completion. ``reference_cache``: the
     reference's perplexity per tuple of texts, kept by a caller evaluating many policies against one reference.
     ``kl_samples``: the KL on the first ``kl_samples`` samples of each prompt (0: all); ``reference`` may be ``model``
-    itself (a policy that was not updated, learning rate 0): its KL is then 0, not estimated. ``prompt_perplexity``:
+    itself (a policy that was not updated, learning rate 0): its KL is then 0 and its initial perplexities its own,
+    not computed again (and not stored in ``reference_cache``). ``prompt_perplexity``:
     also the held-out prompts' perplexity (``reference_text``, where the task has it, is the better probe).
     """
     group_column = group_column or task.group_column
@@ -214,6 +215,8 @@ def evaluate_policy(
     labels = [row[label_column or group_column] for row in rows]
     prompts = [policy_prompt(row["prompt"], label, chat, conditioning) for row, label in zip(rows, labels, strict=True)]
     route = labels if conditioning.adapters else None
+    unchanged = reference is model  # a policy that was not updated: it is its own initial policy
+    computed = reference is not None and not unchanged  # the initial policy's figures are computed
     initial_perplexity = functools.partial(cached_perplexity, reference, tokenizer, cache=reference_cache)
     torch.manual_seed(seed)
     greedy_texts = (
@@ -234,18 +237,21 @@ def evaluate_policy(
         **group_rewards(task, group_column, groups, greedy_reward, sampled_groups, sampled_reward),
         "samples_per_prompt": samples,
         **({"perplexity": perplexity(model, tokenizer, model_inputs, route)} if prompt_perplexity else {}),
-        **reference_text_perplexity(model, reference and initial_perplexity, tokenizer, rows, route),
+        **reference_text_perplexity(model, initial_perplexity if computed else None, tokenizer, rows, route),
         "examples": examples(groups, model_inputs, sampled[::samples], greedy_texts),
     }
-    if reference is model:  # a policy that was not updated: its KL to itself is 0
+    if unchanged:  # its KL and perplexities against itself: 0 and its own
         results["kl_to_initial"] = 0.0
-    elif reference is not None:
+        for policy, initial in (("perplexity_reference_text", "perplexity_reference_text_initial"),
+                                ("perplexity", "perplexity_initial")):  # fmt: skip
+            if policy in results:
+                results[initial] = results[policy]
+    elif computed:
         kept = [i for i in range(len(sampled)) if not kl_samples or i % samples < kl_samples]
         results["kl_to_initial"] = kl_to_reference(
             model, reference, tokenizer, [sampled_prompts[i] for i in kept], [sampled[i] for i in kept], chat,
             sampled_route and [sampled_route[i] for i in kept],
         )  # fmt: skip
-    if reference is not None:
         results |= {"perplexity_initial": initial_perplexity(model_inputs)} if prompt_perplexity else {}
     model.train(was_training)
     return results

@@ -323,9 +323,10 @@ def sampling_options(config: PGRPOConfig) -> dict[str, Any]:
 
 def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, config: PGRPOConfig, chat: bool) -> dict:
     """Held-out evaluation of the trained policy against the policy it started from (written to eval.json)."""
-    # learning rate 0 (a frozen reference): the policy is the initial policy, no copy to load and no KL to estimate
+    # learning rate 0 (a frozen reference): the policy is the initial policy, no copy to load and no KL to estimate;
+    # a quantized policy is not the initial (unquantized) one
     reference = trainer.model
-    if config.learning_rate != 0:
+    if config.learning_rate != 0 or getattr(trainer.model.config, "quantization_config", None) is not None:
         reference = AutoModelForCausalLM.from_pretrained(run.model_path, **config.model_init_kwargs)
     evaluation = evaluate_policy(
         trainer.model,

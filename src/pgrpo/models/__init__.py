@@ -160,6 +160,7 @@ def generate_completions(
     floating-point summation order)."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     texts: list[str] = []
+    router = None if groups is None else group_router(model)
     try:
         for start in range(0, len(prompts), batch_size):
             ids = encode_prompts(tokenizer, prompts[start : start + batch_size], chat)
@@ -170,7 +171,7 @@ def generate_completions(
                     model.generate,
                     batch["input_ids"],
                     batch["attention_mask"],
-                    router=None if groups is None else group_router(model),
+                    router=router,
                     max_new_tokens=max_new_tokens,
                     do_sample=do_sample,
                     pad_token_id=tokenizer.pad_token_id,

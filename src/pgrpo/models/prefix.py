@@ -133,6 +133,31 @@ def shared_prefix_forward(
     return model(input_ids=input_ids[:, prefix_length:], attention_mask=attention_mask, **{name: cache}, **rest)
 
 
+# ``generate`` options that need neither a cache of their own nor several sequences per row: a shared prefill keeps
+# their meaning (sampling, lengths, token ids, what is returned). Any other option gets the plain call.
+PREFILL_SAFE_OPTIONS = frozenset({
+    "generation_config", "max_new_tokens", "min_new_tokens", "max_length", "do_sample", "temperature", "top_p",
+    "top_k", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size", "pad_token_id", "eos_token_id",
+    "bos_token_id", "return_dict_in_generate", "output_scores", "output_logits",
+})  # fmt: skip
+
+
+def can_share_prefill(model: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether ``model.generate(**kwargs)`` may start from a shared prompt cache: only options of
+    ``PREFILL_SAFE_OPTIONS``, and neither its generation config nor ``kwargs['generation_config']`` turns the cache
+    off, asks for another cache (static, offloaded) or for several sequences per row (beams, num_return_sequences)."""
+    if set(kwargs) - PREFILL_SAFE_OPTIONS:
+        return False
+    configs = [c for c in (kwargs.get("generation_config"), getattr(model, "generation_config", None)) if c]
+    return not any(
+        config.use_cache is False
+        or config.cache_implementation is not None
+        or (config.num_beams or 1) > 1
+        or (config.num_return_sequences or 1) > 1
+        for config in configs
+    )
+
+
 def generate_with_shared_prefill(
     model: Any,
     generate: Callable[..., Any],
@@ -146,8 +171,11 @@ def generate_with_shared_prefill(
     Every prompt position but the last is run for the distinct prompts only, at the positions ``generate`` gives
     left-padded rows (counted along the attention mask); ``generate`` then starts from that cache, copied to every
     row, with the last prompt position. ``generate`` is the model's own (or a wrapper of it); ``router``: per-row
-    routing (group adapters), as in :func:`shared_cache`.
+    routing (group adapters), as in :func:`shared_cache`. Options a shared prefill cannot honour
+    (:func:`can_share_prefill`) get the plain call.
     """
+    if not can_share_prefill(model, kwargs):
+        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     prefix = input_ids.shape[1] - 1
     shared = shared_cache(model, input_ids, attention_mask, prefix, counted_positions=True, router=router)
     cache = {} if shared is None else dict([shared])

@@ -82,16 +82,6 @@ def shared_prefill(model: Any, router: RowRouting | None = None) -> Iterator[Non
     generate = model.generate
 
     def prefilling_generate(input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
-        configs = [c for c in (kwargs.get("generation_config"), getattr(model, "generation_config", None)) if c]
-        plain = set(kwargs) - {"generation_config"} or any(
-            config.use_cache is False
-            or config.cache_implementation is not None
-            or (config.num_beams or 1) > 1
-            or (config.num_return_sequences or 1) > 1
-            for config in configs
-        )
-        if plain:
-            return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return generate_with_shared_prefill(model, generate, input_ids, attention_mask, router, **kwargs)
 
     model.generate = prefilling_generate
@@ -127,7 +117,7 @@ class CPUFastPath:
         return self.cpu_fast_path and self.accelerator.device.type == "cpu"
 
     def _shares_prompt_prefix(self) -> bool:
-        """Whether prompts repeated in a batch may share their positions' work (a subclass may forbid it)."""
+        """Whether prompts repeated in a batch may share their positions' work (``share_prompt_prefix``)."""
         return self.share_prompt_prefix
 
     def _prefix_router(self) -> RowRouting | None:

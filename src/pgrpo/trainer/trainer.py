@@ -210,7 +210,7 @@ class PGRPOTrainer(CPUFastPath, GRPOTrainer):
         return routed_chunks(logps, router, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
 
     def _prefix_router(self) -> RowRouting | None:
-        # rows with the same prompt may belong to different groups, so to different adapters
+        # with group adapters, rows share a prompt's positions only within an adapter
         return self.group_adapters.router if self.group_adapters else None
 
     def _compute_loss(self, model, inputs):

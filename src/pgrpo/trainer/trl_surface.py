@@ -65,6 +65,7 @@ OVERRIDDEN_TRL_METHODS: dict[str, Override] = {
         (
             f"{CPU_TESTS}::test_generation_runs_on_generation_threads_and_restores_torch_threads",
             f"{PREFIX_TESTS}::test_generation_prefills_each_prompt_once_and_generates_the_same_tokens",
+            f"{PREFIX_TESTS}::test_trainer_with_group_adapters_and_shared_prompts_trains_as_without_sharing",
         ),
     ),
     "_save_checkpoint": Override(
@@ -112,6 +113,7 @@ OVERRIDDEN_TRL_METHODS: dict[str, Override] = {
             f"{ADAPTER_TESTS}::test_chunked_log_probability_forward_routes_each_chunk",
             f"{CPU_TESTS}::test_head_scores_only_completion_tokens_with_the_same_logps_and_gradients",
             f"{PREFIX_TESTS}::test_loss_forward_runs_each_prompt_once_with_the_same_logps_entropies_and_gradients",
+            f"{PREFIX_TESTS}::test_group_adapters_share_a_prompt_only_within_its_adapter",
         ),
     ),
     "_compute_loss": Override(
