@@ -147,22 +147,35 @@ def perplexity(
     return math.exp(nll / max(tokens, 1))
 
 
-def reference_text_perplexity(
+def reference_texts(rows: list[dict[str, Any]]) -> list[str]:
+    """The rows' ``reference_text``, held-out real text; empty when the task gives none."""
+    return [row["reference_text"] for row in rows] if rows and "reference_text" in rows[0] else []
+
+
+# a policy's perplexity -> the same perplexity of its initial policy
+INITIAL_PERPLEXITY_KEYS = {"perplexity_reference_text": "perplexity_reference_text_initial",
+                           "perplexity": "perplexity_initial"}  # fmt: skip
+
+
+def initial_policy_figures(
     model: PreTrainedModel,
-    initial_perplexity: Callable[[list[str]], float] | None,
+    reference: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    rows: list[dict[str, Any]],
-    route: list[Any] | None,
+    policy_figures: dict[str, Any],
+    texts: dict[str, list[str]],
+    kl: Callable[[], float],
+    cache: dict | None,
 ) -> dict[str, float]:
-    """Perplexity of the policy (and, with ``initial_perplexity``, of the initial policy) on the rows'
-    ``reference_text``, held-out real text; empty when the task gives none."""
-    if not rows or "reference_text" not in rows[0]:
-        return {}
-    texts = [row["reference_text"] for row in rows]
-    results = {"perplexity_reference_text": perplexity(model, tokenizer, texts, route)}
-    if initial_perplexity is not None:
-        results["perplexity_reference_text_initial"] = initial_perplexity(texts)
-    return results
+    """The initial policy's figures beside the policy's: ``kl()`` (KL(policy || initial) per token) and its
+    perplexity on the texts (``texts[key]``) of each of the policy's perplexities in ``policy_figures``. A policy
+    that was not updated (``reference is model``) is its own initial policy: KL 0, its own perplexities."""
+    measured = [key for key in INITIAL_PERPLEXITY_KEYS if key in policy_figures]
+    if reference is model:
+        return {"kl_to_initial": 0.0, **{INITIAL_PERPLEXITY_KEYS[key]: policy_figures[key] for key in measured}}
+    initial = {
+        INITIAL_PERPLEXITY_KEYS[key]: cached_perplexity(reference, tokenizer, texts[key], cache) for key in measured
+    }
+    return {"kl_to_initial": kl(), **initial}
 
 
 def evaluate_policy(
@@ -193,16 +206,14 @@ def evaluate_policy(
     ``group_column``) group's text, the labels the policy was trained with, and with adapters each row is routed
     through that group's adapter; as served (:func:`pgrpo.models.serving.policy_prompt`). ``only_group``: evaluate
     only this group's rows among the ``num_prompts`` balanced ones (a specialist: the same prompts as a shared
-    policy's evaluation gives that group). ``greedy``: also generate
-    and score a greedy completion per prompt (``reward_greedy``, ...; a third of the generation at 2 samples).
-    ``sampling``: the sampler's ``generate`` options; give training's (``sampling_options(config)``) so that the
-    held-out samples come from the distribution RL trained, not transformers' default top-50 truncation of it.
-    ``examples``: two prompts per group with their first sampled (and greedy) completion. ``reference_cache``: the
-    reference's perplexity per tuple of texts, kept by a caller evaluating many policies against one reference.
-    ``kl_samples``: the KL on the first ``kl_samples`` samples of each prompt (0: all); ``reference`` may be ``model``
-    itself (a policy that was not updated, learning rate 0): its KL is then 0 and its initial perplexities its own,
-    not computed again (and not stored in ``reference_cache``). ``prompt_perplexity``:
-    also the held-out prompts' perplexity (``reference_text``, where the task has it, is the better probe).
+    policy's evaluation gives that group). ``greedy``: also generate and score a greedy completion per prompt
+    (``reward_greedy``, ...; a third of the generation at 2 samples). ``sampling``: the sampler's ``generate``
+    options; give training's (``sampling_options(config)``) so that the held-out samples come from the distribution
+    RL trained, not transformers' default top-50 truncation of it. ``examples``: two prompts per group with their
+    first sampled (and greedy) completion. ``reference``: the initial policy, or ``model`` if not updated
+    (:func:`initial_policy_figures`); ``reference_cache``: its perplexity per tuple of texts, kept by a caller
+    evaluating many policies. ``kl_samples``: the KL on the first ``kl_samples`` samples of each prompt (0: all).
+    ``prompt_perplexity``: also the held-out prompts' perplexity (``reference_text`` is the better probe).
     """
     group_column = group_column or task.group_column
     conditioning = conditioning or GroupConditioning()  # none: every group asked alike
@@ -215,9 +226,6 @@ def evaluate_policy(
     labels = [row[label_column or group_column] for row in rows]
     prompts = [policy_prompt(row["prompt"], label, chat, conditioning) for row, label in zip(rows, labels, strict=True)]
     route = labels if conditioning.adapters else None
-    unchanged = reference is model  # a policy that was not updated: it is its own initial policy
-    computed = reference is not None and not unchanged  # the initial policy's figures are computed
-    initial_perplexity = functools.partial(cached_perplexity, reference, tokenizer, cache=reference_cache)
     torch.manual_seed(seed)
     greedy_texts = (
         generate_completions(model, tokenizer, prompts, max_new_tokens, chat=chat, groups=route) if greedy else None
@@ -232,27 +240,22 @@ def evaluate_policy(
     greedy_reward = score(task, rows, greedy_texts, prompts) if greedy_texts is not None else None
     sampled_reward = score(task, sampled_rows, sampled, sampled_prompts)
     sampled_groups = [row[group_column] for row in sampled_rows]
+    real_texts = reference_texts(rows)
     results: dict[str, Any] = {
         "num_prompts": len(rows),
         **group_rewards(task, group_column, groups, greedy_reward, sampled_groups, sampled_reward),
         "samples_per_prompt": samples,
         **({"perplexity": perplexity(model, tokenizer, model_inputs, route)} if prompt_perplexity else {}),
-        **reference_text_perplexity(model, initial_perplexity if computed else None, tokenizer, rows, route),
+        **({"perplexity_reference_text": perplexity(model, tokenizer, real_texts, route)} if real_texts else {}),
         "examples": examples(groups, model_inputs, sampled[::samples], greedy_texts),
     }
-    if unchanged:  # its KL and perplexities against itself: 0 and its own
-        results["kl_to_initial"] = 0.0
-        for policy, initial in (("perplexity_reference_text", "perplexity_reference_text_initial"),
-                                ("perplexity", "perplexity_initial")):  # fmt: skip
-            if policy in results:
-                results[initial] = results[policy]
-    elif computed:
+    if reference is not None:
         kept = [i for i in range(len(sampled)) if not kl_samples or i % samples < kl_samples]
-        results["kl_to_initial"] = kl_to_reference(
-            model, reference, tokenizer, [sampled_prompts[i] for i in kept], [sampled[i] for i in kept], chat,
-            sampled_route and [sampled_route[i] for i in kept],
-        )  # fmt: skip
-        results |= {"perplexity_initial": initial_perplexity(model_inputs)} if prompt_perplexity else {}
+        kl_rows = [sampled_prompts[i] for i in kept], [sampled[i] for i in kept], chat
+        kl = functools.partial(kl_to_reference, model, reference, tokenizer, *kl_rows,
+                               sampled_route and [sampled_route[i] for i in kept])  # fmt: skip
+        texts = {"perplexity_reference_text": real_texts, "perplexity": model_inputs}
+        results |= initial_policy_figures(model, reference, tokenizer, results, texts, kl, reference_cache)
     model.train(was_training)
     return results
 
