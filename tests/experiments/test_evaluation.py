@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pgrpo.experiments.evaluation import balanced_rows, evaluate_policy, perplexity, sequence_logprobs
 from pgrpo.models.adapters import GroupAdapters, route_groups
 from pgrpo.testing import toy_task
+from tests.trainer.test_adapters import randomize_group_adapters
 
 
 def test_batched_logprobs_equal_one_sequence_at_a_time(toy_model_dir: str) -> None:
@@ -60,11 +61,7 @@ def test_batched_perplexity_routes_each_text_through_its_groups_adapter(toy_mode
     model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
     adapters = GroupAdapters(model, ["a", "b"], r=4, alpha=8)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # adapters that differ on purpose (PEFT starts B at 0)
-        for index in range(2):
-            for parameter in adapters.parameters(index).values():
-                parameter.normal_(std=0.5, generator=generator)
+    randomize_group_adapters(adapters, torch.Generator().manual_seed(0))  # adapters that differ on purpose
     texts = ["say something for group big up up", "down left", "group small say up down left right", "say up"]
     groups = ["a", "b", "b", "a"]  # the given order is not the length order
     nll, tokens = 0.0, 0

@@ -39,13 +39,14 @@ def build(model_dir: str, peft: bool) -> tuple[torch.nn.Module, GroupAdapters]:
     return model, adapters
 
 
-def randomize_group_adapters(adapters: GroupAdapters) -> None:
-    """Non-zero B (PEFT initializes it to 0), so that a wrongly routed row would show."""
+def randomize_group_adapters(adapters: GroupAdapters, generator: torch.Generator | None = None) -> None:
+    """Non-zero B (PEFT initializes it to 0), so that a wrongly routed row would show; drawn from ``generator``
+    (default: torch's global one), so that two models given generators of the same seed get the same adapters."""
     with torch.no_grad():
         for index in range(len(adapters.names)):
             for key, parameter in adapters.parameters(index).items():
                 if ".lora_B." in key:
-                    parameter.normal_(std=0.5)
+                    parameter.normal_(std=0.5, generator=generator)
 
 
 def single_adapter_forward(model, adapters: GroupAdapters, label, input_ids: torch.Tensor) -> torch.Tensor:

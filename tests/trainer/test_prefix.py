@@ -11,6 +11,7 @@ from datasets import Dataset
 from pgrpo.models.prefix import distinct_rows, generate_with_shared_prefill
 from pgrpo.testing import CPU_ARGS, build_toy_model_dir, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
+from tests.trainer.test_adapters import randomize_group_adapters
 from tests.trainer.test_cpu_fast_path import loss_pass, trained_trl_reference
 
 PROMPTS, GENERATIONS, PROMPT, COMPLETION = 4, 3, 6, 5
@@ -136,16 +137,6 @@ def test_trainer_with_shared_prompts_trains_as_trl(two_layer_model_dir: str, tmp
         torch.testing.assert_close(mine, theirs[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def randomized_group_adapters(trainer: PGRPOTrainer, seed: int = 0) -> None:
-    """Give every group adapter non-zero weights (PEFT starts B at 0), different per group, the same for a seed."""
-    adapters = trainer.group_adapters
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for index in range(len(adapters.names)):
-            for key, parameter in adapters.parameters(index).items():
-                parameter.normal_(std=0.5 if ".lora_B." in key else 0.3, generator=generator)
-
-
 def adapter_rows(ids: torch.Tensor) -> torch.Tensor:
     """Each row's adapter (0, 1; -1 = shared weights): by prompt, except that one prompt's rows are split between
     adapters 0 and 1 and one more prompt's between adapter 1 and the shared weights (anonymous users: the same
@@ -162,7 +153,7 @@ def test_group_adapters_share_a_prompt_only_within_its_adapter(
     two_layer_model_dir: str, tmp_path: Path, grad: bool
 ) -> None:
     trainer = make_trainer(two_layer_model_dir, tmp_path, group_conditioning="adapter")
-    randomized_group_adapters(trainer)
+    randomize_group_adapters(trainer.group_adapters, torch.Generator().manual_seed(0))
     model = trainer.model
     _, _, ids, mask = grpo_batch(model.config.vocab_size)
     rows = adapter_rows(ids)
@@ -200,7 +191,7 @@ def test_generation_with_group_adapters_prefills_each_prompt_and_adapter_once(
     two_layer_model_dir: str, tmp_path: Path
 ) -> None:
     trainer = make_trainer(two_layer_model_dir, tmp_path, group_conditioning="adapter")
-    randomized_group_adapters(trainer)
+    randomize_group_adapters(trainer.group_adapters, torch.Generator().manual_seed(0))
     model, router = trainer.model, trainer.group_adapters.router
     prompts, prompt_mask, _, _ = grpo_batch(model.config.vocab_size)
     ids, mask = prompts.repeat_interleave(GENERATIONS, 0), prompt_mask.repeat_interleave(GENERATIONS, 0)
@@ -235,7 +226,7 @@ def test_trainer_with_group_adapters_and_shared_prompts_trains_as_without_sharin
             two_layer_model_dir, tmp_path / str(share), max_steps=3, group_conditioning="adapter",
             group_sampling_alpha=0.0, optim="sgd", learning_rate=0.1, train_dataset=dataset,
         )  # fmt: skip  # balanced sampling: both groups in most batches
-        randomized_group_adapters(trainer)
+        randomize_group_adapters(trainer.group_adapters, torch.Generator().manual_seed(0))
         trainer.share_prompt_prefix = share
         bodies[share] = BodyInputs(trainer.model)
         initial = {name: weight.clone() for name, weight in trainer.model.state_dict().items()}
