@@ -9,6 +9,7 @@ import torch
 import trl.trainer.utils as trl_utils
 from trl import GRPOTrainer
 
+import pgrpo.models.token_sampling as token_sampling
 from pgrpo.testing import CPU_ARGS, toy_dataset, toy_reward
 from pgrpo.trainer import PGRPOConfig, PGRPOTrainer
 from pgrpo.trainer.cpu import compact_lm_head, torch_threads
@@ -107,6 +108,7 @@ def test_fast_path_trains_exactly_as_trl_and_restores_the_head_switch(toy_model_
     reference = trained_trl_reference(toy_model_dir, tmp_path / "trl", max_steps=4)
     ours = make_trainer(toy_model_dir, tmp_path / "ours", fast=True, max_steps=4)
     ours.share_prompt_prefix = False  # equal up to summation order only: tests/trainer/test_prefix.py
+    ours.inverse_cdf_sampling = False  # the same distribution, another stream: tests/models/test_token_sampling.py
     ours.train()
     assert [e["loss"] for e in ours.state.log_history if "loss" in e] == [
         e["loss"] for e in reference.state.log_history if "loss" in e
@@ -135,6 +137,21 @@ def test_generation_runs_on_generation_threads_and_restores_torch_threads(
         trainer.cpu_fast_path = False
         trainer._generate_single_turn([[5, 6, 7]], None, {}, 1)
     assert seen == [1, 2]
+
+
+@pytest.mark.parametrize("inverse_cdf", [True, False])
+def test_training_draws_completions_by_inverse_cdf_unless_turned_off(
+    toy_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inverse_cdf: bool
+) -> None:
+    original, draws = torch.multinomial, []
+    sample = token_sampling.inverse_cdf_sample
+    monkeypatch.setattr(token_sampling, "inverse_cdf_sample", lambda probs, g=None: draws.append(1) or sample(probs, g))
+    trainer = make_trainer(toy_model_dir, tmp_path, fast=True, max_steps=2)
+    trainer.inverse_cdf_sampling = inverse_cdf
+    trainer.train()
+    # one draw per completion token of the 2 generation batches, or none
+    assert len(draws) == (2 * CPU_ARGS["max_completion_length"] if inverse_cdf else 0)
+    assert torch.multinomial is original
 
 
 def test_compact_lm_head_restores_the_switch_after_an_error() -> None:

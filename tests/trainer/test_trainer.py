@@ -157,6 +157,7 @@ def test_estimator_grpo_trains_exactly_as_trl_grpo_trainer(toy_model_dir: str, t
     reference.train()
     ours = make_trainer(toy_model_dir, tmp_path / "ours", 6, estimator="grpo")
     ours.share_prompt_prefix = False  # bit for bit; with it, equal up to summation order (tests/trainer/test_prefix.py)
+    ours.inverse_cdf_sampling = False  # the same distribution, another stream: tests/models/test_token_sampling.py
     ours.train()
     ref_logs = [e for e in reference.state.log_history if "loss" in e]
     our_logs = [e for e in ours.state.log_history if "loss" in e]

@@ -23,6 +23,7 @@ from pgrpo.models.cache import default_cache_dir
 from pgrpo.models.prefix import generate_with_shared_prefill
 from pgrpo.models.smollm2 import load_smollm2, smollm2_path
 from pgrpo.models.tiny import build_tiny_policy, build_word_tokenizer, tiny_policy_path
+from pgrpo.models.token_sampling import inverse_cdf_multinomial
 from pgrpo.tasks.base import Task
 
 __all__ = [
@@ -157,7 +158,8 @@ def generate_completions(
     ``generate`` options of the sampler (e.g. ``{"top_k": 0}``; unset ones come from the model's generation config,
     whose unset ``top_k`` transformers takes as 50). A prompt repeated in a batch (several samples of it) is
     prefilled once (:func:`pgrpo.models.prefix.generate_with_shared_prefill`; the same completions up to
-    floating-point summation order)."""
+    floating-point summation order); sampled tokens are drawn by inverse CDF on a CPU
+    (:mod:`pgrpo.models.token_sampling`: the same distribution as ``torch.multinomial``, another random stream)."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     texts: list[str] = []
     router = None if groups is None else group_router(model)
@@ -165,7 +167,7 @@ def generate_completions(
         for start in range(0, len(prompts), batch_size):
             ids = encode_prompts(tokenizer, prompts[start : start + batch_size], chat)
             batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
-            with routed(model, groups, slice(start, start + batch_size)):
+            with routed(model, groups, slice(start, start + batch_size)), inverse_cdf_multinomial():
                 out = generate_with_shared_prefill(
                     model,
                     model.generate,
