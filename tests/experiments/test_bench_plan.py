@@ -93,7 +93,9 @@ def test_regime_runs_share_the_seeds_and_carry_their_settings() -> None:
     g8 = [f"runs/regimes/personas-G_8/{v}" for v in labels]
     anonymous = [f"runs/regimes/personas-anonymous/{v}" for v in PERSONALIZATION_VARIANTS]
     one_seed = ["runs/matrix/personas/grpo", "runs/matrix/personas/pgrpo", *g8, *anonymous]
-    assert [str(run.run_dir) for run in runs] == [f"b/{d}/seed{s}" for s in (0, 1) for d in one_seed]
+    by_seed = [[str(run.run_dir) for run in runs if run.flags["seed"] == seed] for seed in (0, 1)]
+    assert [str(run.run_dir) for run in runs] == by_seed[0] + by_seed[1]  # seed by seed (longest first within one)
+    assert [sorted(dirs) for dirs in by_seed] == [sorted(f"b/{d}/seed{s}" for d in one_seed) for s in (0, 1)]
     by_dir = {str(run.run_dir): run.flags for run in runs}
     g8 = by_dir["b/runs/regimes/personas-G_8/pgrpo/seed1"]
     assert (g8["num_generations"], g8["per_device_train_batch_size"], g8["seed"]) == (8, 24, 1)
@@ -107,7 +109,7 @@ def test_regime_runs_share_the_seeds_and_carry_their_settings() -> None:
         "random",
         "prompt",
     )
-    argv = runs[0].argv()
+    argv = next(run for run in runs if str(run.run_dir) == "b/runs/matrix/personas/grpo/seed0").argv()
     assert argv[:2] == ["--run_dir", "b/runs/matrix/personas/grpo/seed0"]
     assert argv[argv.index("--disable_tqdm") + 1] == "true"
     assert json.loads(argv[argv.index("--task_options") + 1]) == {"num_train": 700}
@@ -166,6 +168,17 @@ def test_specialists_run_for_every_group_of_every_setting_on_their_own_seeds() -
     assert kemar == {**grpo, "train_group": "kemar"}  # grpo's flags, on kemar's prompts alone
 
 
+def test_each_seeds_runs_go_longest_first_adapters_first_and_untrained_references_last() -> None:
+    args = bench_args(tasks=["tones"], variants=["frozen", "grpo", "grpo_adapter", "frozen_prompt", "pgrpo"], seeds=2,
+                      specialist_seeds=1)  # fmt: skip
+    runs = [str(run.run_dir).removeprefix("b/runs/matrix/tones/") for run in planned_runs(args)]
+    seed0 = ["grpo_adapter", "grpo", "pgrpo", "specialist_delighted", "specialist_mixed", "specialist_disappointed",
+             "frozen", "frozen_prompt"]  # fmt: skip
+    assert runs == [f"{name}/seed0" for name in seed0] + [
+        f"{name}/seed1" for name in ("grpo_adapter", "grpo", "pgrpo", "frozen", "frozen_prompt")
+    ]  # whole seeds, in order: an interrupted bench holds whole seeds
+
+
 def test_a_changed_regime_is_refused_and_its_record_kept(tmp_path: Path) -> None:
     args = bench_args(out=str(tmp_path), regimes=["personas:anonymous"])
     record_regimes(args)
@@ -186,12 +199,12 @@ def test_regime_variants_replace_each_regimes_own_and_tasks_none_runs_no_task_de
                     for variant in ("grpo", "pgrpo")]  # fmt: skip
 
 
-def test_untrained_references_take_one_step_and_keep_learning_rate_zero_under_a_bench_learning_rate() -> None:
+def test_untrained_references_take_no_step_and_keep_learning_rate_zero_under_a_bench_learning_rate() -> None:
     args = bench_args(
         tasks=["tones"], variants=["frozen", "frozen_prompt", "grpo"], train_options='{"learning_rate": 0.002}'
     )
     runs = {run.run_dir.parts[-2]: run.flags for run in planned_runs(args)}
-    assert runs["frozen"]["max_steps"] == runs["frozen_prompt"]["max_steps"] == 1  # one step evaluates the same
+    assert runs["frozen"]["max_steps"] == runs["frozen_prompt"]["max_steps"] == 0  # the initial policy, evaluated
     assert runs["frozen"]["learning_rate"] == runs["frozen_prompt"]["learning_rate"] == 0.0
     assert runs["frozen_prompt"]["group_conditioning"] == "prompt"
     assert runs["grpo"]["learning_rate"] == 0.002 and runs["grpo"]["max_steps"] == args.max_steps

@@ -97,6 +97,22 @@ def test_a_frozen_run_is_its_own_initial_policy(
     assert math.isfinite(trained["kl_to_initial"]) and trained["perplexity_initial"] == frozen["perplexity"]
 
 
+def test_zero_steps_evaluate_the_initial_policy_as_an_unchanged_one_step_run_does(
+    toy_model_dir: str, tmp_path: Path
+) -> None:
+    """--max_steps 0 trains nothing (an untrained reference, as the benches' frozen variants run): the held-out
+    evaluation, seeded by the run's seed, equals that of a run whose one step left the policy unchanged."""
+    untrained = tmp_path / "untrained"
+    assert main(train_argv(toy_model_dir, untrained, "--learning_rate", "0", "--max_steps", "0")) == 0
+    assert main(train_argv(toy_model_dir, tmp_path / "one_step", "--learning_rate", "0", "--max_steps", "1")) == 0
+    summary = json.loads((untrained / "summary.json").read_text())
+    assert summary["steps"] == 0 and summary["seconds_per_step"] is None
+    assert read_metrics(untrained / "metrics.jsonl") == []
+    assert not (untrained / "checkpoints").exists() or not list((untrained / "checkpoints").glob("checkpoint-*"))
+    zero, one = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("untrained", "one_step"))
+    assert zero == one and zero["kl_to_initial"] == 0.0
+
+
 def test_finished_run_is_never_overwritten_without_the_flag(toy_model_dir: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     main(train_argv(toy_model_dir, run_dir))

@@ -323,10 +323,11 @@ def sampling_options(config: PGRPOConfig) -> dict[str, Any]:
 
 def evaluate(trainer: PGRPOTrainer, run: Prepared, arguments: RunArguments, config: PGRPOConfig, chat: bool) -> dict:
     """Held-out evaluation of the trained policy against the policy it started from (written to eval.json)."""
-    # learning rate 0 (a frozen reference): the policy is the initial policy, no copy to load and no KL to estimate;
-    # a quantized policy is not the initial (unquantized) one
+    # no step or learning rate 0 (a frozen reference): the policy is the initial policy, no copy to load and no KL
+    # to estimate; a quantized policy is not the initial (unquantized) one
     reference = trainer.model
-    if config.learning_rate != 0 or getattr(trainer.model.config, "quantization_config", None) is not None:
+    updated = config.learning_rate != 0 and trainer.state.global_step > 0
+    if updated or getattr(trainer.model.config, "quantization_config", None) is not None:
         reference = AutoModelForCausalLM.from_pretrained(run.model_path, **config.model_init_kwargs)
     evaluation = evaluate_policy(
         trainer.model,
@@ -381,7 +382,8 @@ def train(
         if checkpoint:  # the steps after the checkpoint are trained again
             mark_resume(prepared.run_dir / "metrics.jsonl", int(Path(checkpoint).name.rsplit("-", 1)[-1]))
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    if config.max_steps != 0:  # --max_steps 0: no training, the initial policy is evaluated (an untrained reference)
+        trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     trainer.save_model(str(prepared.run_dir / "final"))  # on every process: ZeRO-3 / FSDP gather the weights
@@ -401,7 +403,7 @@ def train(
         "seed": config.seed,
         "steps": trainer.state.global_step,
         "train_seconds": train_seconds,
-        "seconds_per_step": train_seconds / max(trainer.state.global_step, 1),
+        "seconds_per_step": train_seconds / trainer.state.global_step if trainer.state.global_step else None,
         "eval_seconds": eval_seconds,  # with saving the final model
         "final_train_reward": final_reward(metrics),
         "nonfinite_train_rewards": {str(k): v for k, v in sorted(trainer.nonfinite_rewards.items(), key=str)},

@@ -6,8 +6,9 @@
                                                     prompts alone, evaluated on its held-out prompts
                                                     (seeds 0..specialist_seeds-1)
 
-Every run uses seeds 0..seeds-1 (listed seed by seed, so an interrupted bench holds whole seeds), the same
-steps, prompts per step and held-out prompts (matched compute; a regime may change completions per prompt).
+Every run uses seeds 0..seeds-1 (listed seed by seed, so an interrupted bench holds whole seeds; within a seed
+the longest first: :func:`longest_first`), the same steps, prompts per step and held-out prompts (matched
+compute; a regime may change completions per prompt).
 A run's flags come from four sources: the bench's own settings (BENCH_SETS), ``--train_options``, the
 variant and the regime. A flag set by two of them is an error that names where it belongs, never a silent
 override; ``task_options`` of ``--train_options`` reach every run and add to a regime's, a key both set
@@ -185,7 +186,7 @@ def run_flags(
         **regime_flags,
         "task": task,
         "seed": seed,
-        "max_steps": 1 if is_frozen(variant) else args.max_steps,  # learning rate 0: one step evaluates the same
+        "max_steps": 0 if is_frozen(variant) else args.max_steps,  # 0: the initial policy, evaluated untrained
         "num_generations": generations,
         "per_device_train_batch_size": args.prompts_per_step * generations,
         "eval_prompts": args.eval_prompts,
@@ -228,16 +229,30 @@ def planned_runs(args: BenchArguments) -> list[PlannedRun]:
     groups_of = functools.cache(task_groups)  # one build per setting, not per seed
     runs = []
     for seed in range(max(args.seeds, args.specialist_seeds)):
+        seed_runs = []
         for directory, task, regime, variants in settings:
             if seed < args.seeds:
                 for variant in variants:
                     flags = run_flags(args, task, variant, seed, options, regime)
-                    runs.append(PlannedRun(directory / variant / f"seed{seed}", flags))
+                    seed_runs.append(PlannedRun(directory / variant / f"seed{seed}", flags))
             if seed < args.specialist_seeds:
                 flags = run_flags(args, task, "grpo", seed, options, regime)
                 groups = groups_of(task, flags.get("task_seed", 0), flags.get("task_options", "{}"))
-                runs += specialist_runs(directory, seed, flags, groups)
+                seed_runs += specialist_runs(directory, seed, flags, groups)
+        runs += longest_first(seed_runs)
     return runs
+
+
+def longest_first(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """``runs`` with the longest expected first (otherwise in order): more training steps first, per-group adapters
+    (the slowest step) before other runs of as many steps, specialists (fewer held-out prompts) after shared runs.
+    Workers take runs in this order, so a bench ends on short untrained references instead of one long run alone."""
+
+    def expected_length(run: PlannedRun) -> tuple[int, bool, bool]:
+        flags = run.flags
+        return -int(flags.get("max_steps", 0)), flags.get("group_conditioning") != "adapter", "train_group" in flags
+
+    return sorted(runs, key=expected_length)
 
 
 def task_builds(runs: list[PlannedRun]) -> list[tuple[str, dict[str, Any], int]]:
