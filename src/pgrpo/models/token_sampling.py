@@ -5,12 +5,13 @@ variate per vocabulary entry (the argmax of p_v / E_v, E_v ~ Exp(1)): for 24 row
 that is ~30 ms per token on one thread, ~15% of a decode step. Inverse-CDF sampling draws from the same categorical
 distribution with one uniform per row,
 
-    token = min { v : F_v > u * F_V },   F_v = p_1 + ... + p_v (in float64),   u ~ U[0, 1)
+    token = min { v : F_v > u * F_V },   F_v = p_1 + ... + p_v,   u ~ U[0, 1)
 
-(~1 ms). Same distribution, another random stream: a seeded run stays reproducible but draws other tokens than
-``torch.multinomial`` would. ``inverse_cdf_multinomial()`` makes ``torch.multinomial`` do this for the calls it covers
-(one draw per row of a 2-D CPU float tensor of valid probabilities) and leaves every other call, including the
-invalid ones it must reject, to torch.
+(~1.5 ms; F summed in float64 and kept in float32, so each weight counts to ~1e-7 of the total, the precision
+torch's float32 race has too). Same distribution, another random stream: a seeded run stays reproducible but draws
+other tokens than ``torch.multinomial`` would. ``inverse_cdf_multinomial()`` makes ``torch.multinomial`` do this for
+the calls it covers (one draw per row of a 2-D CPU float tensor of valid probabilities) and leaves every other call,
+including the invalid ones it must reject, to torch.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None = 
     Returns:
         (N, 1) long: row n's index v with probability probs[n, v] / sum(probs[n]); an entry of weight 0 is never drawn.
     """
-    cdf = probs.to(torch.float64).cumsum(-1)
+    # at least float32 (a CPU cumsum accumulates float32 in float64, then rounds each entry: a weight is kept to
+    # ~1e-7 of the total); float64 would be slower (fresh 8-byte buffers of N x V)
+    cdf = probs.to(torch.promote_types(probs.dtype, torch.float32)).cumsum(-1)
     total = cdf[:, -1:]
-    uniform = torch.rand(total.shape, dtype=torch.float64, generator=generator, device=probs.device)
+    uniform = torch.rand(total.shape, dtype=cdf.dtype, generator=generator, device=probs.device)
     # below the total even where u * total rounds up to it: the first index past u then has a positive weight
     threshold = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, threshold, right=True)
