@@ -7,9 +7,16 @@ import math
 from dataclasses import replace
 
 import torch
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pgrpo.experiments.evaluation import balanced_rows, evaluate_policy, perplexity, sequence_logprobs
+from pgrpo.experiments.evaluation import (
+    balanced_rows,
+    evaluate_policy,
+    perplexity,
+    policy_perplexity,
+    sequence_logprobs,
+)
 from pgrpo.models.adapters import GroupAdapters, route_groups
 from pgrpo.testing import toy_task
 from tests.trainer.test_adapters import randomize_group_adapters
@@ -75,6 +82,22 @@ def test_batched_perplexity_routes_each_text_through_its_groups_adapter(toy_mode
     assert math.isclose(perplexity(model, tokenizer, texts, groups, batch_size=2), expected, rel_tol=1e-5)
     swapped = perplexity(model, tokenizer, texts, ["b", "a", "a", "b"], batch_size=2)
     assert abs(swapped / expected - 1) > 0.01  # the adapters matter
+
+
+def test_a_policy_not_updated_takes_its_perplexity_from_the_initial_policys_cache(toy_model_dir: str) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.1)
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(toy_model_dir), config).eval()
+    texts = ["up up down left", "say something for group big", "right right small"]
+    measured = perplexity(policy, tokenizer, texts)
+    assert measured == perplexity(base, tokenizer, texts)  # a LoRA that starts at B = 0 adds exactly 0
+    cache = {tuple(texts): 123.0}
+    assert policy_perplexity(policy, policy, tokenizer, texts, None, cache) == 123.0  # looked up, not run again
+    assert policy_perplexity(policy, base, tokenizer, texts, None, cache) == measured  # an updated policy: measured
+    empty: dict = {}
+    assert policy_perplexity(policy, policy, tokenizer, texts, None, empty) == measured
+    assert empty == {tuple(texts): measured}  # what the trained runs after it read as their initial policy's
 
 
 def test_evaluation_counts_prompts_per_group_round_robin(toy_model_dir: str) -> None:

@@ -200,20 +200,18 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Per-group held-out rewards and capability retention (see the module docstring).
 
-    ``chat``: give the model each prompt as a user message through its chat template (instruct models).
-    ``group_column``: the held-out column that defines the groups (default: the task's).
-    ``conditioning``: the run's (``PGRPOConfig.conditioning()``): each prompt gets its row's ``label_column`` (default
-    ``group_column``) group's text, the labels the policy was trained with, and with adapters each row is routed
-    through that group's adapter; as served (:func:`pgrpo.models.serving.policy_prompt`). ``only_group``: evaluate
-    only this group's rows among the ``num_prompts`` balanced ones (a specialist: the same prompts as a shared
-    policy's evaluation gives that group). ``greedy``: also generate and score a greedy completion per prompt
-    (``reward_greedy``, ...; a third of the generation at 2 samples). ``sampling``: the sampler's ``generate``
-    options; give training's (``sampling_options(config)``) so that the held-out samples come from the distribution
-    RL trained, not transformers' default top-50 truncation of it. ``examples``: two prompts per group with their
-    first sampled (and greedy) completion. ``reference``: the initial policy, or ``model`` if not updated
-    (:func:`initial_policy_figures`); ``reference_cache``: its perplexity per tuple of texts, kept by a caller
-    evaluating many policies. ``kl_samples``: the KL on the first ``kl_samples`` samples of each prompt (0: all).
-    ``prompt_perplexity``: also the held-out prompts' perplexity (``reference_text`` is the better probe).
+    ``chat``: each prompt as a user message through the chat template. ``group_column``: the groups' column (default:
+    the task's). ``conditioning``: the run's (``PGRPOConfig.conditioning()``): each prompt gets its row's
+    ``label_column`` (default ``group_column``) group's text, the labels the policy was trained with, and with adapters
+    each row is routed through that group's adapter; as served (:func:`pgrpo.models.serving.policy_prompt`).
+    ``only_group``: evaluate only this group's rows among the ``num_prompts`` balanced ones (a specialist: the same
+    prompts as a shared policy's evaluation gives that group). ``greedy``: also generate and score a greedy completion
+    per prompt (``reward_greedy``, ...; a third of the generation at 2 samples). ``sampling``: the sampler's
+    ``generate`` options; give training's (``sampling_options(config)``) so that the held-out samples come from the
+    distribution RL trained, not transformers' default top-50 truncation of it. ``reference``: the initial policy, or
+    ``model`` if not updated (:func:`initial_policy_figures`); ``reference_cache``: its perplexity per tuple of texts,
+    kept by a caller evaluating many policies. ``kl_samples``: the KL on each prompt's first ``kl_samples`` samples (0:
+    all). ``prompt_perplexity``: also the held-out prompts' perplexity (``reference_text`` is the better probe).
     """
     group_column = group_column or task.group_column
     conditioning = conditioning or GroupConditioning()  # none: every group asked alike
@@ -241,12 +239,13 @@ def evaluate_policy(
     sampled_reward = score(task, sampled_rows, sampled, sampled_prompts)
     sampled_groups = [row[group_column] for row in sampled_rows]
     real_texts = reference_texts(rows)
+    measure = functools.partial(policy_perplexity, model, reference, tokenizer, route=route, cache=reference_cache)
     results: dict[str, Any] = {
         "num_prompts": len(rows),
         **group_rewards(task, group_column, groups, greedy_reward, sampled_groups, sampled_reward),
         "samples_per_prompt": samples,
-        **({"perplexity": perplexity(model, tokenizer, model_inputs, route)} if prompt_perplexity else {}),
-        **({"perplexity_reference_text": perplexity(model, tokenizer, real_texts, route)} if real_texts else {}),
+        **({"perplexity": measure(model_inputs)} if prompt_perplexity else {}),
+        **({"perplexity_reference_text": measure(real_texts)} if real_texts else {}),
         "examples": examples(groups, model_inputs, sampled[::samples], greedy_texts),
     }
     if reference is not None:
@@ -258,6 +257,22 @@ def evaluate_policy(
         results |= initial_policy_figures(model, reference, tokenizer, results, texts, kl, reference_cache)
     model.train(was_training)
     return results
+
+
+def policy_perplexity(
+    model: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    route: list[Any] | None,
+    cache: dict | None,
+) -> float:
+    """:func:`perplexity` of the policy on ``texts`` (routed by ``route``). A policy that was not updated
+    (``reference is model``) is its own initial policy: its figure is the initial policy's, taken from ``cache`` when
+    a run before it in the process computed it (a zero-initialized LoRA adds exactly 0 to the base model's logits)."""
+    if reference is model and route is None:
+        return cached_perplexity(model, tokenizer, texts, cache)
+    return perplexity(model, tokenizer, texts, route)
 
 
 def cached_perplexity(
