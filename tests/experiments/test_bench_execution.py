@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pgrpo.experiments.bench.execution import execute, prebuild
+from pgrpo.experiments.bench.execution import execute, prebuild, same_setting, stale_runs
 from pgrpo.experiments.bench.plan import PlannedRun
 from pgrpo.experiments.labels import discovered_labels
 from pgrpo.tasks import build_task
@@ -30,6 +30,30 @@ def flags(model_dir: str, seed: int, **extra) -> dict:
 def results(run_dir: Path) -> tuple[dict, dict]:
     summary = json.loads((run_dir / "summary.json").read_text())
     return {k: v for k, v in summary.items() if k not in VOLATILE}, load_file(run_dir / "final" / "model.safetensors")
+
+
+def test_a_finished_run_made_with_other_settings_is_refused_and_kept(toy_model_dir: str, tmp_path: Path) -> None:
+    run = PlannedRun(tmp_path / "run", flags(toy_model_dir, seed=0, estimator="grpo", max_steps=1))
+    execute([run], jobs=1)
+    summary = (run.run_dir / "summary.json").read_text()
+    assert stale_runs([run]) == []  # the same flags (their numbers, lists and JSON as the run recorded them)
+    changed = PlannedRun(run.run_dir, {**run.flags, "learning_rate": 0.02})
+    assert stale_runs([changed]) == [f"{run.run_dir} (learning_rate: 0.01 -> 0.02)"]
+    with pytest.raises(ValueError, match=r"1 finished run\(s\) were made with other settings .*another --out"):
+        execute([changed], jobs=1)
+    assert (run.run_dir / "summary.json").read_text() == summary  # nothing is lost
+    assert stale_runs([PlannedRun(run.run_dir, {**run.flags, "estimator": "pgrpo"})])
+    longer = PlannedRun(run.run_dir, {**run.flags, "max_steps": 2, "eval_prompts": 6})
+    assert stale_runs([longer]) == []  # what a resumed run may change too: steps, evaluation
+
+
+def test_recorded_and_planned_settings_compare_by_value() -> None:
+    assert same_setting(0.0, 0) and same_setting(1, 1.0) and not same_setting(0.001, 0.002)
+    assert same_setting('{"num_train": 700}', {"num_train": 700}) and same_setting("{}", "{}")
+    assert not same_setting('{"num_train": 700}', '{"num_train": 600}')
+    assert same_setting(["q_proj", "v_proj"], ["q_proj", "v_proj"]) and not same_setting(["q_proj"], ["v_proj"])
+    assert same_setting("{description}", "{description}") and not same_setting(False, True)
+    assert not same_setting(None, 0.0)
 
 
 @pytest.mark.slow

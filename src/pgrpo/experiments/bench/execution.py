@@ -13,6 +13,7 @@ per task build, so that parallel runs find them cached instead of each building 
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing
 import os
 import sys
@@ -20,18 +21,67 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
+import yaml
 from tqdm.auto import tqdm
 
 from pgrpo.core.conditioning import GroupConditioning
 from pgrpo.experiments.bench.plan import PlannedRun, task_builds
+from pgrpo.experiments.runs import flatten, may_change_on_resume
 from pgrpo.tasks.base import Task
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
+def same_setting(recorded: Any, planned: Any) -> bool:
+    """Whether a value in a run's config.yaml and a value the bench gives as a flag are the same setting (texts read
+    as JSON where they are, numbers by value, lists item by item)."""
+    if isinstance(recorded, list) or isinstance(planned, list):
+        recorded, planned = list(recorded or []), list(planned or [])
+        return len(recorded) == len(planned) and all(map(same_setting, recorded, planned))
+    recorded, planned = json_value(recorded), json_value(planned)
+    numbers = [isinstance(v, int | float) and not isinstance(v, bool) for v in (recorded, planned)]
+    return float(recorded) == float(planned) if all(numbers) else recorded == planned
+
+
+def json_value(value: Any) -> Any:
+    """``value`` read as JSON if it is a text that is JSON (a flag's dict, number or boolean), else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def stale_runs(runs: list[PlannedRun]) -> list[str]:
+    """The finished runs whose config.yaml records another value for a flag the bench now gives them (settings that
+    may change when a run resumes, such as its steps, aside), each as "run_dir (flag: recorded -> planned)"."""
+    stale = []
+    for run in runs:
+        config = run.run_dir / "config.yaml"
+        if not (run.run_dir / "summary.json").exists() or not config.is_file():
+            continue
+        recorded = {
+            key.rsplit(".", 1)[-1]: (key, value) for key, value in flatten(yaml.safe_load(config.read_text())).items()
+        }
+        for flag, planned in run.flags.items():
+            key, value = recorded.get(flag, (None, None))
+            if key is not None and not may_change_on_resume(key) and not same_setting(value, planned):
+                stale.append(f"{run.run_dir} ({flag}: {value!r} -> {planned!r})")
+                break
+    return stale
+
+
 def execute(runs: list[PlannedRun], jobs: int) -> None:
-    """Run every unfinished run, ``jobs`` at a time in worker processes, with a progress bar."""
+    """Run every unfinished run, ``jobs`` at a time in worker processes, with a progress bar. A finished run made
+    with other settings than the bench now gives it is refused (:func:`stale_runs`), never reported as the bench's."""
+    if stale := stale_runs(runs):
+        raise ValueError(
+            f"{len(stale)} finished run(s) were made with other settings than this bench gives them, e.g. {stale[0]}; "
+            "give the bench another --out, or move those run directories away (nothing was changed)."
+        )
     todo = [run for run in runs if not (run.run_dir / "summary.json").exists()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; running {len(todo)} with {jobs} job(s).")
     if not todo:
