@@ -55,6 +55,7 @@ def test_smollm2_personalization_plans_every_reference_of_issue_22(tmp_path: Pat
         frozen = run.run_dir.parts[-2].startswith("frozen")
         assert run.flags["learning_rate"] == (0.0 if frozen else 0.001)
         assert run.flags["max_steps"] == (0 if frozen else settings["max_steps"])
+        assert run.flags["disable_dropout"] is True  # same-start references: no variant keeps LoRA dropout
     adapters = [run for run in runs if run.flags.get("group_conditioning") == "adapter"]
     assert len(adapters) == 2 * 4 and all(run.flags["group_sampling_alpha"] == 0.0 for run in adapters)
 
