@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from pgrpo.experiments.bench.execution import execute, prebuild, same_setting, stale_runs
@@ -43,8 +44,25 @@ def test_a_finished_run_made_with_other_settings_is_refused_and_kept(toy_model_d
         execute([changed], jobs=1)
     assert (run.run_dir / "summary.json").read_text() == summary  # nothing is lost
     assert stale_runs([PlannedRun(run.run_dir, {**run.flags, "estimator": "pgrpo"})])
-    longer = PlannedRun(run.run_dir, {**run.flags, "max_steps": 2, "eval_prompts": 6})
-    assert stale_runs([longer]) == []  # what a resumed run may change too: steps, evaluation
+    longer = PlannedRun(run.run_dir, {**run.flags, "max_steps": 2})
+    assert stale_runs([longer]) == [f"{run.run_dir} (max_steps: 1 -> 2)"]  # its results are of 1 step
+    evaluated = PlannedRun(run.run_dir, {**run.flags, "eval_prompts": 6})
+    assert stale_runs([evaluated]) == [f"{run.run_dir} (eval_prompts: 8 -> 6)"]
+    logged = PlannedRun(run.run_dir, {**run.flags, "logging_steps": 5, "report_to": "tensorboard"})
+    assert stale_runs([logged]) == []  # what it logs changes no result
+
+
+def test_a_flag_is_compared_with_its_own_field_not_a_nested_one_of_the_same_name(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text("{}")
+    config = {"model": {"dtype": "float32"}, "trainer": {"learning_rate": 0.01, "model_init_kwargs": {"dtype": "bf16"}}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert stale_runs([PlannedRun(run_dir, {"dtype": "float32", "learning_rate": 0.01})]) == []
+    assert stale_runs([PlannedRun(run_dir, {"dtype": "bf16"})]) == [f"{run_dir} (dtype: 'float32' -> 'bf16')"]
+    nested = PlannedRun(run_dir, {"model_init_kwargs": '{"dtype": "float16"}'})  # a JSON flag, compared whole
+    recorded, planned = "{'dtype': 'bf16'}", """'{"dtype": "float16"}'"""
+    assert stale_runs([nested]) == [f"{run_dir} (model_init_kwargs: {recorded} -> {planned})"]
 
 
 def test_recorded_and_planned_settings_compare_by_value() -> None:

@@ -28,12 +28,9 @@ import yaml
 from transformers import TrainerCallback
 
 VOLATILE = ("output_dir", "resume_from_checkpoint")
-# Settings an unfinished run may change when it resumes: how long it trains, what it logs, saves and evaluates, none
-# of which changes the steps already taken. Every other setting must stay as it was.
-RESUMABLE_PREFIXES = ("trainer.logging_", "trainer.save_", "trainer.eval_")
-RESUMABLE = {
-    "trainer.max_steps",
-    "trainer.num_train_epochs",
+# Settings that change no result of a run: what it logs and saves, and how.
+RECORD_KEEPING_PREFIXES = ("trainer.logging_", "trainer.save_")
+RECORD_KEEPING = {
     "trainer.report_to",
     "trainer.disable_tqdm",
     "trainer.log_level",
@@ -41,9 +38,11 @@ RESUMABLE = {
     "trainer.num_completions_to_print",
     "trainer.per_device_eval_batch_size",
     "trainer.run_name",
-    "run.eval_prompts",
-    "run.eval_samples",
 }
+# Settings an unfinished run may change when it resumes: how long it trains and how it is evaluated (none of which
+# changes the steps already taken), and the record keeping. Every other setting must stay as it was.
+RESUMABLE_PREFIXES = ("trainer.eval_", *RECORD_KEEPING_PREFIXES)
+RESUMABLE = {"trainer.max_steps", "trainer.num_train_epochs", "run.eval_prompts", "run.eval_samples", *RECORD_KEEPING}
 
 
 class MetricsLog(TrainerCallback):
@@ -117,6 +116,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def may_change_on_resume(key: str) -> bool:
     """Whether the setting ``key`` ("section.field") may differ when an unfinished run resumes."""
     return key in RESUMABLE or key.startswith(RESUMABLE_PREFIXES)
+
+
+def changes_results(key: str) -> bool:
+    """Whether the setting ``key`` ("section.field") changes a finished run's results (all but record keeping)."""
+    return key not in RECORD_KEEPING and not key.startswith(RECORD_KEEPING_PREFIXES)
 
 
 def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool) -> list[str] | None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from pgrpo.core.conditioning import GroupConditioning
 from pgrpo.experiments.bench.plan import PlannedRun, task_builds
-from pgrpo.experiments.runs import flatten, may_change_on_resume
+from pgrpo.experiments.runs import changes_results
 from pgrpo.tasks.base import Task
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -56,21 +56,26 @@ def json_value(value: Any) -> Any:
 
 
 def stale_runs(runs: list[PlannedRun]) -> list[str]:
-    """The finished runs whose config.yaml records another value for a flag the bench now gives them (settings that
-    may change when a run resumes, such as its steps, aside), each as "run_dir (flag: recorded -> planned)"."""
+    """The finished runs whose config.yaml records another value for a flag the bench now gives them (what a run logs
+    and saves aside; its steps and evaluation included), each as "run_dir (flag: recorded -> planned)". A flag is the
+    field of that name in every section of config.yaml (``pgrpo train`` sets them all)."""
     stale = []
     for run in runs:
         config = run.run_dir / "config.yaml"
         if not (run.run_dir / "summary.json").exists() or not config.is_file():
             continue
-        recorded = {
-            key.rsplit(".", 1)[-1]: (key, value) for key, value in flatten(yaml.safe_load(config.read_text())).items()
-        }
-        for flag, planned in run.flags.items():
-            key, value = recorded.get(flag, (None, None))
-            if key is not None and not may_change_on_resume(key) and not same_setting(value, planned):
-                stale.append(f"{run.run_dir} ({flag}: {value!r} -> {planned!r})")
-                break
+        recorded: dict[str, list[tuple[str, Any]]] = {}
+        for section, fields in yaml.safe_load(config.read_text()).items():
+            for field, value in (fields or {}).items():
+                recorded.setdefault(field, []).append((f"{section}.{field}", value))
+        changed = (
+            f"{run.run_dir} ({flag}: {value!r} -> {planned!r})"
+            for flag, planned in run.flags.items()
+            for key, value in recorded.get(flag, [])
+            if changes_results(key) and not same_setting(value, planned)
+        )
+        if (first := next(changed, None)) is not None:
+            stale.append(first)
     return stale
 
 
