@@ -80,8 +80,8 @@ def test_generate_samples_the_models_next_token_distribution(
     forward pass gives the expected frequencies)."""
     model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
     calls = []
-    sample = token_sampling.inverse_cdf_sample
-    monkeypatch.setattr(token_sampling, "inverse_cdf_sample", lambda probs, g=None: calls.append(1) or sample(probs, g))
+    draw = token_sampling.draw_from_cdf
+    monkeypatch.setattr(token_sampling, "draw_from_cdf", lambda cdf, g=None: calls.append(1) or draw(cdf, g))
     prompts = torch.tensor([[3, 4, 5], [6, 7, 8]])
     with torch.no_grad():
         probs = torch.softmax(model(prompts).logits[:, -1].double(), -1)

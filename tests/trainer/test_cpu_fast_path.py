@@ -144,8 +144,8 @@ def test_training_draws_completions_by_inverse_cdf_unless_turned_off(
     toy_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inverse_cdf: bool
 ) -> None:
     original, draws = torch.multinomial, []
-    sample = token_sampling.inverse_cdf_sample
-    monkeypatch.setattr(token_sampling, "inverse_cdf_sample", lambda probs, g=None: draws.append(1) or sample(probs, g))
+    draw = token_sampling.draw_from_cdf
+    monkeypatch.setattr(token_sampling, "draw_from_cdf", lambda cdf, g=None: draws.append(1) or draw(cdf, g))
     trainer = make_trainer(toy_model_dir, tmp_path, fast=True, max_steps=2)
     trainer.inverse_cdf_sampling = inverse_cdf
     trainer.train()

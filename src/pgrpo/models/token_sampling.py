@@ -8,10 +8,11 @@ distribution with one uniform per row,
     token = min { v : F_v > u * F_V },   F_v = p_1 + ... + p_v,   u ~ U[0, 1)
 
 (~1.5 ms; F summed in float64 and kept in float32, so each weight counts to ~1e-7 of the total, the precision
-torch's float32 race has too). Same distribution, another random stream: a seeded run stays reproducible but draws
-other tokens than ``torch.multinomial`` would. ``inverse_cdf_multinomial()`` makes ``torch.multinomial`` do this for
-the calls it covers (one draw per row of a 2-D CPU float tensor of valid probabilities) and leaves every other call,
-including the invalid ones it must reject, to torch.
+torch's float32 race has too; F's last column also gives the totals that tell valid weights). Same distribution,
+another random stream: a seeded run stays reproducible but draws other tokens than ``torch.multinomial`` would.
+``inverse_cdf_multinomial()`` makes ``torch.multinomial`` do this for the calls it covers (one draw per row of a 2-D
+CPU float tensor of valid probabilities) and leaves every other call, including the invalid ones it must reject, to
+torch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+
+def cumulative_weights(probs: torch.Tensor) -> torch.Tensor:
+    """(N, V) running sums F_v of the weights ``probs`` along each row, in at least float32 (a CPU cumsum
+    accumulates float32 in float64, then rounds each entry: a weight is kept to ~1e-7 of the total; float64 would be
+    slower, fresh 8-byte buffers of N x V). The last column holds each row's total."""
+    return probs.to(torch.promote_types(probs.dtype, torch.float32)).cumsum(-1)
+
+
+def draw_from_cdf(cdf: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N, 1) long: per row of the running sums ``cdf`` (:func:`cumulative_weights`, positive finite totals), the
+    first index v with F_v > u * F_V, u ~ U[0, 1): index v with probability (F_v - F_{v-1}) / F_V."""
+    total = cdf[:, -1:]
+    uniform = torch.rand(total.shape, dtype=cdf.dtype, generator=generator, device=cdf.device)
+    # below the total even where u * total rounds up to it: the first index past u then has a positive weight
+    threshold = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, threshold, right=True)
 
 
 def inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -31,23 +49,20 @@ def inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None = 
     Returns:
         (N, 1) long: row n's index v with probability probs[n, v] / sum(probs[n]); an entry of weight 0 is never drawn.
     """
-    # at least float32 (a CPU cumsum accumulates float32 in float64, then rounds each entry: a weight is kept to
-    # ~1e-7 of the total); float64 would be slower (fresh 8-byte buffers of N x V)
-    cdf = probs.to(torch.promote_types(probs.dtype, torch.float32)).cumsum(-1)
-    total = cdf[:, -1:]
-    uniform = torch.rand(total.shape, dtype=cdf.dtype, generator=generator, device=probs.device)
-    # below the total even where u * total rounds up to it: the first index past u then has a positive weight
-    threshold = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, threshold, right=True)
+    return draw_from_cdf(cumulative_weights(probs), generator)
 
 
 def _covered(probs: torch.Tensor, num_samples: int, out: torch.Tensor | None) -> bool:
-    """Whether ``torch.multinomial(probs, num_samples, out=out)`` is one valid draw per row of a 2-D CPU tensor."""
+    """Whether ``torch.multinomial(probs, num_samples, out=out)`` asks for one draw per row of a 2-D CPU float
+    tensor (whether its weights are valid is checked on their running sums)."""
     if out is not None or num_samples != 1 or probs.dim() != 2 or probs.device.type != "cpu":
         return False
-    if not probs.is_floating_point() or probs.shape[-1] == 0:
-        return False
-    total = probs.sum(-1, dtype=torch.float64)
+    return probs.is_floating_point() and probs.shape[-1] > 0
+
+
+def _valid(probs: torch.Tensor, cdf: torch.Tensor) -> bool:
+    """Whether every row of ``probs`` is non-negative with a finite, positive total (the last column of ``cdf``)."""
+    total = cdf[:, -1]
     return bool(torch.isfinite(total).all() and (total > 0).all() and probs.min() >= 0)
 
 
@@ -65,8 +80,9 @@ def inverse_cdf_multinomial() -> Iterator[None]:
         generator: torch.Generator | None = None,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if _covered(input, num_samples, out):  # one draw: with or without replacement alike
-            return inverse_cdf_sample(input, generator)
+        # one draw: with or without replacement alike
+        if _covered(input, num_samples, out) and _valid(input, cdf := cumulative_weights(input)):
+            return draw_from_cdf(cdf, generator)
         return original(input, num_samples, replacement, generator=generator, out=out)
 
     torch.multinomial = multinomial
