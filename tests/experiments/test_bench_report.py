@@ -286,6 +286,33 @@ def test_rl_share_is_measured_from_the_untrained_policy_told_the_same() -> None:
     assert "rl share worst group" not in table["frozen_prompt"]  # the references have none
 
 
+def test_conditioning_share_is_measured_from_the_same_training_without_it() -> None:
+    def run(seed: int, worst: float, other: float) -> dict:
+        per_group = {"x": worst, "y": other}  # train shares 1:3
+        ev = {"reward_sampled": (worst + other) / 2, "worst_group_sampled": worst, "per_group_sampled": per_group}
+        return {"seed": seed, "eval": ev, "curve": [worst] * 5, "final_train_reward": worst, "seconds_per_step": 1.0,
+                "train_shares": {"x": 0.25, "y": 0.75}}  # fmt: skip
+
+    runs = {
+        "frozen": [run(0, 0.10, 0.50), run(1, 0.20, 0.60)],
+        "frozen_prompt": [run(0, 0.40, 0.40), run(1, 0.45, 0.60)],
+        "grpo": [run(0, 0.30, 0.80), run(1, 0.35, 0.90)],
+        "pgrpo_balanced_sampling": [run(1, 0.40, 0.70), run(0, 0.35, 0.75)],
+        "pgrpo_balanced_sampling_prompt": [run(0, 0.45, 0.85), run(1, 0.60, 0.70)],
+        "pgrpo_balanced_sampling_adapter": [run(0, 0.25, 0.75)],  # one seed: a mean, no interval
+    }
+    table = summarize({"t": runs})["t"]
+    prompt = table["pgrpo_balanced_sampling_prompt"]  # minus pgrpo_balanced_sampling, seed by seed
+    assert prompt["conditioning share worst group"] == pytest.approx(t_interval(np.array([0.10, 0.20])))
+    mix = np.array([0.25 * 0.10 + 0.75 * 0.10, 0.25 * 0.20 + 0.75 * 0.0])
+    assert prompt["conditioning share train mix"] == pytest.approx(t_interval(mix))
+    assert table["frozen_prompt"]["conditioning share worst group"] == pytest.approx(t_interval(np.array([0.3, 0.25])))
+    adapter = table["pgrpo_balanced_sampling_adapter"]["conditioning share worst group"]
+    assert adapter[0] == pytest.approx(-0.10) and math.isnan(adapter[1])
+    for variant in ("frozen", "grpo", "pgrpo_balanced_sampling"):  # nothing told: no conditioning share
+        assert "conditioning share worst group" not in table[variant]
+
+
 def test_without_the_anonymous_regime_a_variant_must_serve_every_setting_that_ran(bench_dir: Path) -> None:
     settings = {name: s for name, s in collect(bench_dir / "runs").items() if name in ("a", "b")}
     verdicts = bar(summarize({name: s.runs for name, s in settings.items()}), settings)

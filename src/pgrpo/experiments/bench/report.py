@@ -34,6 +34,8 @@ from pgrpo.experiments.bench.plots import (
 )
 from pgrpo.experiments.bench.statistics import (
     CAPABILITY,
+    CONDITIONING_MIX,
+    CONDITIONING_WORST,
     GAP,
     GAP_MAX,
     OVERALL,
@@ -66,6 +68,8 @@ COLUMNS = {  # report column -> table metric
     "largest personalization gap": GAP_MAX,
     "RL share, worst group": RL_SHARE_WORST,
     "RL share, train mix": RL_SHARE_MIX,
+    "conditioning share, worst group": CONDITIONING_WORST,
+    "conditioning share, train mix": CONDITIONING_MIX,
     "perplexity / initial": CAPABILITY,
 }
 STEPS_COLUMN = "steps to 90% grpo, median (range)"

@@ -15,7 +15,10 @@ personalization gap per group, specialist_g - variant_g on g's held-out prompts 
 (``personalization gap max``: the interval of the group with the largest mean gap). The **RL's share** of a trained
 variant v (``rl share worst group``, ``rl share train mix``) is v's held-out worst-group and train-mix reward minus
 those of its untrained reference (``frozen_reference``: the initial policy with the same prompt conditioning),
-paired by seed: what RL adds to what the policy does when merely told whom it serves. ``perplexity ratio to
+paired by seed: what RL adds to what the policy does when merely told whom it serves. The **conditioning share**
+of a conditioned variant (``conditioning share worst group``, ``... train mix``) is the same difference to the
+variant that trains alike without conditioning (``unconditioned``: ``pgrpo_balanced_sampling`` for
+``pgrpo_balanced_sampling_prompt``, ``frozen`` for ``frozen_prompt``), paired by seed. ``perplexity ratio to
 initial`` is the policy's perplexity over its initial policy's, on held-out real text (else held-out prompts).
 The steps a variant takes to reach 90% of grpo's final training reward are the median and range over the seeds that
 reached it, with their count (``reach``: a count of steps is skewed and may be missing, so a mean and t-interval would
@@ -43,6 +46,7 @@ from pgrpo.experiments.bench.variants import (
     frozen_reference,
     is_frozen,
     is_specialist,
+    unconditioned,
 )
 from pgrpo.experiments.runs import read_metrics, task_build
 
@@ -53,6 +57,7 @@ TRAIN_MIX = "eval reward (train mix)"
 TRAIN_MIX_DELTA = "eval train mix - grpo"  # = f"{TRAIN_MIX} - grpo", under the name the bar reads
 GAP, GAP_MAX = "personalization gap", "personalization gap max"
 RL_SHARE_WORST, RL_SHARE_MIX = "rl share worst group", "rl share train mix"
+CONDITIONING_WORST, CONDITIONING_MIX = "conditioning share worst group", "conditioning share train mix"
 CAPABILITY = "perplexity ratio to initial"
 STEPS_TO_90 = "steps to 90% of grpo final"
 
@@ -262,6 +267,10 @@ def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, dict
                 reference = frames.get(frozen_reference(variant))
                 row[RL_SHARE_WORST] = paired(frame, reference, WORST)
                 row[RL_SHARE_MIX] = paired(frame, reference, TRAIN_MIX)
+            # the conditioning share: what telling the policy whom it serves adds to the same training without it
+            if (base := frames.get(unconditioned(variant) or "")) is not None:
+                row[CONDITIONING_WORST] = paired(frame, base, WORST)
+                row[CONDITIONING_MIX] = paired(frame, base, TRAIN_MIX)
             if specialists and not is_specialist(variant):
                 row[GAP] = personalization_gaps(seeds, specialists)
                 row[GAP_MAX] = largest_gap(row[GAP])

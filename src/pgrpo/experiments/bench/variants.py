@@ -103,6 +103,18 @@ def frozen_reference(name: str) -> str:
     return "frozen_prompt" if uses_prompt(conditioning) else "frozen"
 
 
+def unconditioned(name: str) -> str | None:
+    """The variant that trains as ``name`` does without telling the policy whom it serves: the VARIANTS entry with
+    ``name``'s flags less ``group_conditioning`` (``pgrpo_balanced_sampling`` for ``pgrpo_balanced_sampling_prompt``,
+    ``frozen`` for ``frozen_prompt``); None for a variant without conditioning or without such an entry. A variant's
+    **conditioning share** is its held-out reward minus that variant's."""
+    flags = variant_flags(name, strict=False)
+    if flags.get("group_conditioning", "none") == "none":
+        return None
+    rest = {key: value for key, value in flags.items() if key != "group_conditioning"}
+    return next((other for other, other_flags in VARIANTS.items() if other_flags == rest), None)
+
+
 SPECIALIST_PREFIX = "specialist_"  # specialist_<group>: grpo on that group's train prompts alone (plan.py)
 CONDITIONING = ("grpo_prompt", "pgrpo_balanced_sampling_prompt", "grpo_adapter", "pgrpo_balanced_sampling_adapter")
 # The personalization bench: the references (untrained, with and without the group in the prompt, and grpo), the
